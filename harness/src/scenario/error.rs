@@ -1,0 +1,129 @@
+//! Scenario errors: `file:line:column: message`, then the offending lines with a caret.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A 1-based line and column in a scenario file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub line: u32,
+    pub column: u32,
+}
+
+impl From<serde_saphyr::Location> for Span {
+    fn from(l: serde_saphyr::Location) -> Self {
+        Span {
+            line: l.line() as u32,
+            column: l.column() as u32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    pub file: PathBuf,
+    /// Absent only when the file could not be read at all.
+    pub span: Option<Span>,
+    pub message: String,
+    /// The lines around the error with a caret under the column (empty without a span).
+    pub snippet: String,
+}
+
+impl std::error::Error for ScenarioError {}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.span {
+            Some(s) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                s.line,
+                s.column,
+                self.message
+            )?,
+            None => write!(f, "{}: {}", self.file.display(), self.message)?,
+        }
+        if !self.snippet.is_empty() {
+            write!(f, "\n{}", self.snippet)?;
+        }
+        Ok(())
+    }
+}
+
+impl ScenarioError {
+    pub fn at(file: &Path, source: &str, span: Span, message: impl Into<String>) -> Self {
+        ScenarioError {
+            file: file.to_owned(),
+            span: Some(span),
+            message: message.into(),
+            snippet: snippet(source, span),
+        }
+    }
+
+    pub fn io(file: &Path, e: &std::io::Error) -> Self {
+        ScenarioError {
+            file: file.to_owned(),
+            span: None,
+            message: e.to_string(),
+            snippet: String::new(),
+        }
+    }
+
+    /// Turns a YAML/serde error into ours, keeping its location and only its first line of text
+    /// (saphyr's own rendering repeats the location and snippet, which we draw ourselves).
+    pub fn from_yaml(file: &Path, source: &str, e: &serde_saphyr::Error) -> Self {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("invalid YAML").trim();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        // Drop saphyr's own "line L column C: " prefix: the location is printed once, by us.
+        let message = match first.split_once(": ") {
+            Some((head, rest)) if head.starts_with("line ") && head.contains(" column ") => {
+                rest.to_owned()
+            }
+            _ => first.to_owned(),
+        };
+        match e.location() {
+            Some(loc) if loc.line() > 0 => Self::at(file, source, loc.into(), message),
+            _ => ScenarioError {
+                file: file.to_owned(),
+                span: None,
+                message,
+                snippet: String::new(),
+            },
+        }
+    }
+}
+
+/// Up to two lines before the error line, the line itself, and a caret under the column.
+fn snippet(source: &str, span: Span) -> String {
+    let lines: Vec<&str> = source.lines().collect();
+    let idx = (span.line as usize).saturating_sub(1);
+    if idx >= lines.len() {
+        return String::new();
+    }
+    let width = (idx + 1).to_string().len();
+    let mut out = String::new();
+    for (i, line) in lines
+        .iter()
+        .enumerate()
+        .take(idx + 1)
+        .skip(idx.saturating_sub(2))
+    {
+        out.push_str(&format!("{:>width$} | {}\n", i + 1, line));
+    }
+    let caret_col = (span.column as usize).max(1) - 1;
+    out.push_str(&format!("{:>width$} | {}^", "", " ".repeat(caret_col)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippet_points_at_the_column() {
+        let s = snippet("a: 1\nb: 2\nc: x\n", Span { line: 3, column: 4 });
+        assert_eq!(s, "1 | a: 1\n2 | b: 2\n3 | c: x\n  |    ^");
+    }
+}

@@ -1,0 +1,259 @@
+//! Scenario files as written: serde structs mirroring `shared/scenario-format.md`.
+//!
+//! Every place a later check may need to point at carries its source location (`Spanned`), so
+//! validation errors name the line and column of the offending value, not just the file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::duration::HumanDuration;
+use super::expected::Expected;
+use super::manifest::VmiManifest;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawScenario {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// A whole KubeVirt CR or its `spec.configuration`.
+    #[serde(default)]
+    pub kubevirt: Option<Spanned<serde_json::Value>>,
+    pub nodes: Vec<Spanned<RawNode>>,
+    #[serde(default)]
+    pub steps: Vec<Spanned<Step>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawNode {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The synthetic host: the mocksys host-file mapping, checked by mocksys.
+    #[serde(default)]
+    pub host: Option<Spanned<serde_json::Value>>,
+}
+
+/// One step. The YAML key names the kind: `- vfioBind: {...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum Step {
+    VfioBind(VfioBind),
+    Write(Write),
+    Modprobe(Modprobe),
+    Plug(Plug),
+    Unplug(Unplug),
+    Configure(Configure),
+    Restart(Restart),
+    Fault(Fault),
+    Apply(Spanned<VmiManifest>),
+    Delete(Delete),
+    Expect(Box<Expect>),
+}
+
+impl Step {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::VfioBind(_) => "vfioBind",
+            Step::Write(_) => "write",
+            Step::Modprobe(_) => "modprobe",
+            Step::Plug(_) => "plug",
+            Step::Unplug(_) => "unplug",
+            Step::Configure(_) => "configure",
+            Step::Restart(_) => "restart",
+            Step::Fault(_) => "fault",
+            Step::Apply(_) => "apply",
+            Step::Delete(_) => "delete",
+            Step::Expect(_) => "expect",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfioBind {
+    pub node: Spanned<String>,
+    /// A PCI address.
+    pub device: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Write {
+    pub node: Spanned<String>,
+    /// An absolute path under `/sys`.
+    pub path: Spanned<String>,
+    pub value: String,
+    /// The errno the write must fail with (`EBUSY`); absent: it must succeed.
+    #[serde(default)]
+    pub expect_error: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modprobe {
+    pub node: Spanned<String>,
+    pub module: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plug {
+    pub node: Spanned<String>,
+    /// A PCI function, in the host file's `pci:` item shape.
+    #[serde(default)]
+    pub pci: Option<Spanned<serde_json::Value>>,
+    /// A USB device, in the host file's `usb:` item shape.
+    #[serde(default)]
+    pub usb: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unplug {
+    pub node: Spanned<String>,
+    /// A PCI address.
+    #[serde(default)]
+    pub pci: Option<Spanned<String>>,
+    /// A USB port path such as `1-1` or `1-1.4`.
+    #[serde(default)]
+    pub usb: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configure {
+    pub kubevirt: Spanned<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    pub node: Spanned<String>,
+    pub component: Component,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Component {
+    Kubelet,
+    Agent,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub node: Spanned<String>,
+    /// An absolute path under `/sys`.
+    pub path: Spanned<String>,
+    /// `EIO`, `ENODEV`, ... ; absent with `latency` alone.
+    #[serde(default)]
+    pub errno: Option<Spanned<String>>,
+    /// How many operations fail: a number, or `always` (default 1).
+    #[serde(default)]
+    pub times: Option<Times>,
+    /// `read`, `write` or `both` (default `read`).
+    #[serde(default)]
+    pub on: Option<FaultOp>,
+    /// Added delay for each matching operation.
+    #[serde(default)]
+    pub latency: Option<HumanDuration>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Times {
+    Count(u32),
+    Word(TimesWord),
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum TimesWord {
+    Always,
+    Once,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum FaultOp {
+    Read,
+    Write,
+    Both,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delete {
+    pub vmi: Spanned<String>,
+}
+
+/// A condition that must hold, waited for up to `timeout` (default 5s).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Expect {
+    #[serde(default)]
+    pub node: Option<Spanned<String>>,
+    /// Per resource name, on `node`.
+    #[serde(default)]
+    pub allocatable: Option<BTreeMap<String, Expected<i64>>>,
+    #[serde(default)]
+    pub capacity: Option<BTreeMap<String, Expected<i64>>>,
+    /// A path under `/sys` or `/dev` on `node`, with `exists`.
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub exists: Option<bool>,
+    #[serde(default)]
+    pub vmi: Option<Spanned<String>>,
+    #[serde(default)]
+    pub phase: Option<Expected<Phase>>,
+    /// A substring of the VMI's condition message.
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, Expected<String>>>,
+    #[serde(default)]
+    pub hostdevs: Option<Vec<ExpectedHostdev>>,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Scheduled,
+    Running,
+    Failed,
+    Succeeded,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// One libvirt `<hostdev>` the VM must have.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedHostdev {
+    #[serde(rename = "type")]
+    pub kind: HostdevType,
+    pub source: Expected<String>,
+    #[serde(default)]
+    pub alias: Option<Expected<String>>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum HostdevType {
+    Pci,
+    Mdev,
+    Usb,
+}

@@ -1,0 +1,243 @@
+//! Checks serde cannot express: references between parts of a scenario, and values with rules.
+
+use std::collections::BTreeSet;
+
+use serde_saphyr::Spanned;
+
+use super::error::Span;
+use super::raw::*;
+
+type Check = Result<(), (Span, String)>;
+
+fn at<T>(s: &Spanned<T>) -> Span {
+    s.referenced.into()
+}
+
+fn fail<T, R>(s: &Spanned<T>, msg: impl Into<String>) -> Result<R, (Span, String)> {
+    Err((at(s), msg.into()))
+}
+
+/// Validates a parsed scenario; the first problem found is returned with where it is.
+pub fn check(sc: &RawScenario) -> Check {
+    if sc.name.value.trim().is_empty() {
+        return fail(&sc.name, "name is empty");
+    }
+    if sc.nodes.is_empty() {
+        return fail(
+            &sc.name,
+            "the scenario has no nodes (add at least one under `nodes:`)",
+        );
+    }
+    let mut nodes = BTreeSet::new();
+    for n in &sc.nodes {
+        let name = &n.value.name;
+        if name.value.is_empty() {
+            return fail(name, "node name is empty");
+        }
+        if !nodes.insert(name.value.as_str()) {
+            return fail(name, format!("node {:?} is defined twice", name.value));
+        }
+    }
+    let known = |node: &Spanned<String>| -> Check {
+        if nodes.contains(node.value.as_str()) {
+            Ok(())
+        } else {
+            let list: Vec<&str> = nodes.iter().copied().collect();
+            fail(
+                node,
+                format!("unknown node {:?} (nodes: {})", node.value, list.join(", ")),
+            )
+        }
+    };
+    let mut applied: BTreeSet<String> = BTreeSet::new();
+    for step in &sc.steps {
+        match &step.value {
+            Step::VfioBind(s) => {
+                known(&s.node)?;
+                pci_address(&s.device)?;
+            }
+            Step::Write(s) => {
+                known(&s.node)?;
+                sys_path(&s.path)?;
+                if let Some(e) = &s.expect_error {
+                    errno(e)?;
+                }
+            }
+            Step::Modprobe(s) => known(&s.node)?,
+            Step::Plug(s) => {
+                known(&s.node)?;
+                if s.pci.is_some() == s.usb.is_some() {
+                    return fail(&s.node, "plug needs exactly one of `pci:` or `usb:`");
+                }
+            }
+            Step::Unplug(s) => {
+                known(&s.node)?;
+                match (&s.pci, &s.usb) {
+                    (Some(p), None) => pci_address(p)?,
+                    (None, Some(u)) => usb_port(u)?,
+                    _ => return fail(&s.node, "unplug needs exactly one of `pci:` or `usb:`"),
+                }
+            }
+            Step::Configure(_) => {}
+            Step::Restart(s) => known(&s.node)?,
+            Step::Fault(s) => {
+                known(&s.node)?;
+                if !s.path.value.starts_with("/sys/") {
+                    return fail(
+                        &s.path,
+                        format!("fault path {:?} must be under /sys/", s.path.value),
+                    );
+                }
+                match &s.errno {
+                    Some(e) => errno(e)?,
+                    None if s.latency.is_none() => {
+                        return fail(&s.path, "a fault needs `errno:`, `latency:` or both");
+                    }
+                    None => {}
+                }
+            }
+            Step::Apply(m) => {
+                if let Err(msg) = m.value.check() {
+                    return fail(m, msg);
+                }
+                let name = &m.value.metadata.name;
+                if !applied.insert(name.clone()) {
+                    return fail(
+                        m,
+                        format!("VMI {name:?} is applied twice without a delete in between"),
+                    );
+                }
+            }
+            Step::Delete(d) => {
+                if !applied.remove(&d.vmi.value) {
+                    return fail(
+                        &d.vmi,
+                        format!("VMI {:?} is not applied by any earlier step", d.vmi.value),
+                    );
+                }
+            }
+            Step::Expect(e) => expect(step, e, &applied, &known)?,
+        }
+    }
+    Ok(())
+}
+
+fn expect(
+    step: &Spanned<Step>,
+    e: &Expect,
+    applied: &BTreeSet<String>,
+    known: &dyn Fn(&Spanned<String>) -> Check,
+) -> Check {
+    let about_vmi =
+        e.phase.is_some() || e.reason.is_some() || e.env.is_some() || e.hostdevs.is_some();
+    let about_node = e.allocatable.is_some() || e.capacity.is_some() || e.file.is_some();
+    if let Some(node) = &e.node {
+        known(node)?;
+    }
+    if let Some(vmi) = &e.vmi
+        && !applied.contains(&vmi.value)
+    {
+        return fail(
+            vmi,
+            format!(
+                "VMI {:?} is not applied by any earlier step (or was deleted)",
+                vmi.value
+            ),
+        );
+    }
+    if about_vmi && e.vmi.is_none() {
+        return fail(step, "phase, reason, env and hostdevs need `vmi:`");
+    }
+    if about_node && e.node.is_none() {
+        return fail(step, "allocatable, capacity and file need `node:`");
+    }
+    if !about_vmi && !about_node && e.vmi.is_none() {
+        return fail(
+            step,
+            "expect names nothing to check (allocatable, capacity, file, or vmi with phase/env/hostdevs)",
+        );
+    }
+    match (&e.file, e.exists) {
+        (Some(f), Some(_)) => {
+            if !(f.value.starts_with("/sys/") || f.value.starts_with("/dev/")) {
+                return fail(
+                    f,
+                    format!("file {:?} must be under /sys/ or /dev/", f.value),
+                );
+            }
+        }
+        (Some(f), None) => return fail(f, "`file:` needs `exists: true` or `exists: false`"),
+        (None, Some(_)) => return fail(step, "`exists:` needs `file:`"),
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+fn sys_path(p: &Spanned<String>) -> Check {
+    if p.value.starts_with("/sys/") && !p.value.split('/').any(|c| c == "..") {
+        Ok(())
+    } else {
+        fail(
+            p,
+            format!(
+                "path {:?} must be an absolute path under /sys/ without `..`",
+                p.value
+            ),
+        )
+    }
+}
+
+fn errno(e: &Spanned<String>) -> Check {
+    match mocksys::Errno::from_name(&e.value) {
+        Some(_) => Ok(()),
+        None => fail(
+            e,
+            format!(
+                "{:?} is not an errno name (EBUSY, ENODEV, EINVAL, ...)",
+                e.value
+            ),
+        ),
+    }
+}
+
+/// `DDDD:BB:DD.F`, hex.
+pub fn is_pci_address(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && s.char_indices()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+        && (b'0'..=b'7').contains(&b[11])
+}
+
+fn pci_address(a: &Spanned<String>) -> Check {
+    if is_pci_address(&a.value) {
+        Ok(())
+    } else {
+        fail(
+            a,
+            format!(
+                "{:?} is not a PCI address (DDDD:BB:DD.F, e.g. 0000:65:00.0)",
+                a.value
+            ),
+        )
+    }
+}
+
+fn usb_port(p: &Spanned<String>) -> Check {
+    let ok = p.value.split_once('-').is_some_and(|(bus, ports)| {
+        bus.parse::<u32>().is_ok_and(|b| b > 0)
+            && !ports.is_empty()
+            && ports.split('.').all(|x| x.parse::<u32>().is_ok())
+    });
+    if ok {
+        Ok(())
+    } else {
+        fail(
+            p,
+            format!("{:?} is not a USB port path (e.g. 1-1 or 1-1.4)", p.value),
+        )
+    }
+}
