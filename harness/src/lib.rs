@@ -5,3 +5,6 @@
 
 pub mod cluster;
 pub mod scenario;
+
+/// The JSON Schema of scenario files (`hostdev schema` prints it; editors use it to complete and check).
+pub const SCENARIO_SCHEMA: &str = include_str!("../schema/scenario.schema.json");
