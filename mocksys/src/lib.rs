@@ -16,5 +16,14 @@ pub mod backend;
 pub mod errno;
 pub mod tree;
 
+pub mod faults;
+pub mod host;
+pub mod kernel;
+pub mod presets;
+pub mod render;
+pub mod spec;
+
 pub use backend::{Change, DevNode, SysBackend, Uevent};
 pub use errno::Errno;
+pub use host::Host;
+pub use spec::HostSpec;
