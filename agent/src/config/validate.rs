@@ -1,0 +1,460 @@
+//! Raw CR -> [`AgentConfig`]: the checks, the merging of shared resource names.
+
+use serde_saphyr::Spanned;
+
+use super::raw;
+use super::{
+    AgentConfig, ConfigError, FieldError, MdevSelector, MdevTypesConfig, NodeMdevTypes,
+    PciSelector, ResourceConfig, ResourceSource, UsbBundle, UsbSelector,
+};
+
+pub(super) fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
+    let looks_json = text.trim_start().starts_with('{');
+    if looks_json {
+        // JSON is YAML, but serde_json's own messages and positions are the ones a JSON author expects.
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            return Err(ConfigError::Syntax {
+                origin: origin.into(),
+                line: e.line() as u64,
+                column: e.column() as u64,
+                message: strip_position(&e.to_string()),
+            });
+        }
+    }
+    let top: raw::Top = if text.trim().is_empty() {
+        raw::Top::default()
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Syntax {
+                origin: origin.into(),
+                line,
+                column,
+                message: first_line(&e.to_string()),
+            }
+        })?
+    };
+    let mut v = Validator::default();
+    let configuration = v.configuration(top);
+    v.build(configuration, origin)
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// serde_json appends " at line L column C"; we print the position ourselves.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<FieldError>,
+    rejected: Vec<FieldError>,
+}
+
+fn field_error<T>(field: &str, at: &Spanned<T>, message: String) -> FieldError {
+    let loc = at.referenced;
+    let known = loc.line() > 0;
+    FieldError {
+        field: field.to_string(),
+        message,
+        line: known.then(|| loc.line()),
+        column: known.then(|| loc.column()),
+    }
+}
+
+fn parse_hex16(s: &str) -> Option<u16> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u16::from_str_radix(s, 16).ok()
+}
+
+/// `dddd:bb:dd.f` or `bb:dd.f` (domain 0), lower-cased.
+pub fn normalize_pci_address(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_lowercase();
+    let full = if s.matches(':').count() == 1 {
+        format!("0000:{s}")
+    } else {
+        s
+    };
+    let (domain, rest) = full.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (dev, func) = rest.split_once('.')?;
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(domain, 4)
+        && hex(bus, 2)
+        && hex(dev, 2)
+        && func.len() == 1
+        && matches!(func.as_bytes()[0], b'0'..=b'7'))
+    .then_some(full)
+}
+
+/// KubeVirt compares mdev type names with spaces replaced by `_`, trimmed.
+pub fn normalize_mdev_name(s: &str) -> String {
+    s.trim().replace(' ', "_")
+}
+
+fn is_usb_port(s: &str) -> bool {
+    let Some((bus, ports)) = s.split_once('-') else {
+        return false;
+    };
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    digits(bus) && ports.split('.').all(digits)
+}
+
+/// Why the kubelet would refuse this resource name, if it would.
+fn resource_name_problem(name: &str) -> Option<String> {
+    let Some((domain, short)) = name.split_once('/') else {
+        return Some(format!(
+            "{name:?} has no domain prefix (`vendor.com/name`); the kubelet refuses it, entry not served"
+        ));
+    };
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    let short_ok = !short.is_empty()
+        && short.len() <= 63
+        && short
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && short.as_bytes()[0].is_ascii_alphanumeric()
+        && short.as_bytes()[short.len() - 1].is_ascii_alphanumeric();
+    if !domain_ok || !short_ok {
+        return Some(format!(
+            "{name:?} is not a valid extended resource name (`domain/name`); entry not served"
+        ));
+    }
+    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+        return Some(format!(
+            "{name:?} is in the reserved kubernetes.io domain; entry not served"
+        ));
+    }
+    None
+}
+
+/// One entry before merging by resource name.
+struct Entry {
+    name: String,
+    external: bool,
+    field: String,
+    source: ResourceSource,
+}
+
+impl Validator {
+    fn configuration(&mut self, top: raw::Top) -> raw::Configuration {
+        if let Some(kind) = &top.kind
+            && kind.value != "KubeVirt"
+        {
+            self.problems.push(field_error(
+                "kind",
+                kind,
+                format!("{:?} is not KubeVirt", kind.value),
+            ));
+        }
+        if let Some(c) = top.spec.and_then(|s| s.configuration) {
+            return c;
+        }
+        if let Some(c) = top.configuration {
+            return c;
+        }
+        raw::Configuration {
+            permitted_host_devices: top.permitted_host_devices,
+            mediated_devices_configuration: top.mediated_devices_configuration,
+            developer_configuration: top.developer_configuration,
+        }
+    }
+
+    fn resource_name(&mut self, field: &str, name: &Spanned<String>) -> bool {
+        match resource_name_problem(&name.value) {
+            Some(why) => {
+                self.rejected
+                    .push(field_error(&format!("{field}.resourceName"), name, why));
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn pci_address(&mut self, field: &str, s: &Spanned<String>) -> Option<String> {
+        let a = normalize_pci_address(&s.value);
+        if a.is_none() {
+            self.problems.push(field_error(
+                field,
+                s,
+                format!("{:?} is not a PCI address (e.g. \"0000:65:00.0\")", s.value),
+            ));
+        }
+        a
+    }
+
+    fn hex16(&mut self, field: &str, s: &Spanned<String>) -> u16 {
+        parse_hex16(&s.value).unwrap_or_else(|| {
+            self.problems.push(field_error(
+                field,
+                s,
+                format!("{:?} is not a 4-digit hex id (e.g. \"046d\")", s.value),
+            ));
+            0
+        })
+    }
+
+    fn pci_entry(&mut self, i: usize, e: raw::PciHostDevice) -> Option<Entry> {
+        let field = format!("permittedHostDevices.pciHostDevices[{i}]");
+        let sel = &e.pci_vendor_selector;
+        let ids = sel
+            .value
+            .split_once(':')
+            .and_then(|(v, d)| Some((parse_hex16(v)?, parse_hex16(d)?)));
+        if ids.is_none() {
+            self.problems.push(field_error(
+                &format!("{field}.pciVendorSelector"),
+                sel,
+                format!(
+                    "{:?} is not vendor:device in hex (e.g. \"10DE:1EB8\")",
+                    sel.value
+                ),
+            ));
+        }
+        let addresses: Vec<String> = (e.pci_addresses.iter().enumerate())
+            .filter_map(|(j, a)| self.pci_address(&format!("{field}.pciAddresses[{j}]"), a))
+            .collect();
+        let (vendor, device) = ids.unwrap_or((0, 0));
+        let named = self.resource_name(&field, &e.resource_name);
+        let selector = PciSelector {
+            vendor,
+            device,
+            addresses,
+            order: i,
+            field: field.clone(),
+        };
+        named.then(|| Entry {
+            name: e.resource_name.value.clone(),
+            external: e.external_resource_provider,
+            field,
+            source: ResourceSource::Pci(vec![selector]),
+        })
+    }
+
+    fn mdev_entry(&mut self, i: usize, e: raw::MediatedHostDevice) -> Option<Entry> {
+        let field = format!("permittedHostDevices.mediatedDevices[{i}]");
+        let name = normalize_mdev_name(&e.mdev_name_selector.value);
+        if name.is_empty() {
+            self.problems.push(field_error(
+                &format!("{field}.mdevNameSelector"),
+                &e.mdev_name_selector,
+                "is empty".into(),
+            ));
+        }
+        let parents: Vec<String> = (e.parent_addresses.iter().enumerate())
+            .filter_map(|(j, a)| self.pci_address(&format!("{field}.parentAddresses[{j}]"), a))
+            .collect();
+        let named = self.resource_name(&field, &e.resource_name);
+        let selector = MdevSelector {
+            name,
+            parents,
+            order: i,
+            field: field.clone(),
+        };
+        named.then(|| Entry {
+            name: e.resource_name.value.clone(),
+            external: e.external_resource_provider,
+            field,
+            source: ResourceSource::Mdev(vec![selector]),
+        })
+    }
+
+    fn usb_entry(&mut self, i: usize, e: raw::UsbHostDevice) -> Option<Entry> {
+        let field = format!("permittedHostDevices.usb[{i}]");
+        if e.selectors.is_empty() {
+            self.problems.push(field_error(
+                &field,
+                &e.resource_name,
+                "has no selectors".into(),
+            ));
+        }
+        let mut selectors = Vec::new();
+        for (j, s) in e.selectors.iter().enumerate() {
+            let sf = format!("{field}.selectors[{j}]");
+            let vendor = self.hex16(&format!("{sf}.vendor"), &s.vendor);
+            let product = self.hex16(&format!("{sf}.product"), &s.product);
+            let port = s.port.as_ref().map(|p| {
+                if !is_usb_port(p.value.trim()) {
+                    self.problems.push(field_error(
+                        &format!("{sf}.port"),
+                        p,
+                        format!("{:?} is not a USB port path (e.g. \"1-1.4\")", p.value),
+                    ));
+                }
+                p.value.trim().to_string()
+            });
+            selectors.push(UsbSelector {
+                vendor,
+                product,
+                port,
+                field: sf,
+            });
+        }
+        let named = self.resource_name(&field, &e.resource_name);
+        let bundle = UsbBundle {
+            selectors,
+            order: i,
+            field: field.clone(),
+        };
+        named.then(|| Entry {
+            name: e.resource_name.value.clone(),
+            external: e.external_resource_provider,
+            field,
+            source: ResourceSource::Usb(vec![bundle]),
+        })
+    }
+
+    fn type_list(&mut self, field: &str, lists: [&[Spanned<String>]; 2], out: &mut Vec<String>) {
+        for (list, name) in lists
+            .iter()
+            .zip(["mediatedDevicesTypes", "mediatedDeviceTypes"])
+        {
+            for (j, t) in list.iter().enumerate() {
+                let v = t.value.trim();
+                if v.is_empty() {
+                    self.problems.push(field_error(
+                        &format!("{field}{name}[{j}]"),
+                        t,
+                        "is empty".into(),
+                    ));
+                } else if !out.iter().any(|o| o == v) {
+                    out.push(v.to_string());
+                }
+            }
+        }
+    }
+
+    fn mdev_types(
+        &mut self,
+        m: Option<raw::MediatedDevicesConfiguration>,
+        gates: &[String],
+    ) -> MdevTypesConfig {
+        let Some(m) = m else {
+            return MdevTypesConfig::default();
+        };
+        let field = "mediatedDevicesConfiguration.";
+        let mut cfg = MdevTypesConfig {
+            managed: m.enabled.unwrap_or(true)
+                && !gates.iter().any(|g| g == "DisableMDEVConfiguration"),
+            ..Default::default()
+        };
+        let mut global = Vec::new();
+        self.type_list(
+            field,
+            [&m.mediated_devices_types, &m.mediated_device_types],
+            &mut global,
+        );
+        cfg.global = global;
+        for (i, n) in m.node_mediated_device_types.iter().enumerate() {
+            let mut types = Vec::new();
+            let nf = format!("{field}nodeMediatedDeviceTypes[{i}].");
+            self.type_list(
+                &nf,
+                [&n.mediated_devices_types, &n.mediated_device_types],
+                &mut types,
+            );
+            cfg.per_node.push(NodeMdevTypes {
+                node_selector: n.node_selector.clone(),
+                types,
+            });
+        }
+        cfg
+    }
+
+    /// Merges entries sharing a resource name, or reports why they cannot be merged.
+    fn merge(&mut self, entries: Vec<Entry>) -> Vec<ResourceConfig> {
+        let mut out: Vec<ResourceConfig> = Vec::new();
+        for e in entries {
+            let Some(r) = out.iter_mut().find(|r| r.name == e.name) else {
+                out.push(ResourceConfig {
+                    name: e.name,
+                    external: e.external,
+                    source: e.source,
+                    entries: vec![e.field],
+                });
+                continue;
+            };
+            let first = r.entries[0].clone();
+            let conflict = |why: &str| FieldError {
+                field: format!("{}.resourceName", e.field),
+                message: format!("{:?} is also the resourceName of {first}, {why}", e.name),
+                line: None,
+                column: None,
+            };
+            if r.external != e.external {
+                self.problems
+                    .push(conflict("with a different externalResourceProvider"));
+                continue;
+            }
+            match (&mut r.source, e.source) {
+                (ResourceSource::Pci(a), ResourceSource::Pci(b)) => a.extend(b),
+                (ResourceSource::Mdev(a), ResourceSource::Mdev(b)) => a.extend(b),
+                (ResourceSource::Usb(a), ResourceSource::Usb(b)) => a.extend(b),
+                _ => {
+                    self.problems.push(conflict("a different kind of device (one resource is one device plugin of one kind)"));
+                    continue;
+                }
+            }
+            r.entries.push(e.field);
+        }
+        out
+    }
+
+    fn build(mut self, c: raw::Configuration, origin: &str) -> Result<AgentConfig, ConfigError> {
+        let gates = c
+            .developer_configuration
+            .map(|d| d.feature_gates)
+            .unwrap_or_default();
+        let p = c.permitted_host_devices.unwrap_or_default();
+        let mut entries = Vec::new();
+        for (i, e) in p.pci_host_devices.into_iter().enumerate() {
+            entries.extend(self.pci_entry(i, e));
+        }
+        for (i, e) in p.mediated_devices.into_iter().enumerate() {
+            entries.extend(self.mdev_entry(i, e));
+        }
+        for (i, e) in p.usb.into_iter().enumerate() {
+            entries.extend(self.usb_entry(i, e));
+        }
+        let resources = self.merge(entries);
+        let mdev_types = self.mdev_types(c.mediated_devices_configuration, &gates);
+        if !self.problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                problems: self.problems,
+            });
+        }
+        Ok(AgentConfig {
+            origin: origin.into(),
+            serve: Default::default(),
+            resources,
+            mdev_types,
+            feature_gates: gates,
+            rejected: self.rejected,
+        })
+    }
+}
