@@ -23,6 +23,9 @@ pub mod presets;
 pub mod render;
 pub mod spec;
 
+pub mod fuse;
+pub mod testing;
+
 pub use backend::{Change, DevNode, SysBackend, Uevent};
 pub use errno::Errno;
 pub use host::Host;
