@@ -103,7 +103,7 @@ async fn allocate_inner(
     let candidates = match planned {
         Plan::Reuse(existing) => {
             pre_start(core, &existing).await?;
-            return Ok(existing);
+            return Ok(*existing);
         }
         Plan::Nothing => {
             return Ok(ContainerAllocation {

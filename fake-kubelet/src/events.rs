@@ -90,25 +90,6 @@ impl LogRing {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::LogRing;
-
-    #[test]
-    fn log_ring_keeps_only_the_newest_lines() {
-        let mut ring = LogRing::new(2);
-        for i in 0..5 {
-            ring.push(format!("line {i}"));
-        }
-        let recent = ring.recent();
-        assert_eq!(recent.len(), 2);
-        assert!(
-            recent[0].ends_with("line 3") && recent[1].ends_with("line 4"),
-            "{recent:?}"
-        );
-    }
-}
-
 /// Waits for the next event on `rx` matching `pred`; the error carries the events seen instead.
 pub async fn wait_for_event(
     rx: &mut tokio::sync::broadcast::Receiver<KubeletEvent>,
@@ -132,5 +113,24 @@ pub async fn wait_for_event(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogRing;
+
+    #[test]
+    fn log_ring_keeps_only_the_newest_lines() {
+        let mut ring = LogRing::new(2);
+        for i in 0..5 {
+            ring.push(format!("line {i}"));
+        }
+        let recent = ring.recent();
+        assert_eq!(recent.len(), 2);
+        assert!(
+            recent[0].ends_with("line 3") && recent[1].ends_with("line 4"),
+            "{recent:?}"
+        );
     }
 }

@@ -71,8 +71,12 @@ impl FakeKubelet {
     }
 
     /// Dies like a crashed process: streams end, nothing is cleaned up, no checkpoint written.
-    pub fn kill(&self) {
-        kill_run(&self.core);
+    /// Returns once the registration listener is closed.
+    pub async fn kill(&self) {
+        if let Some(server) = kill_run(&self.core) {
+            // Aborted; awaiting makes sure the listener is dropped. The result is the cancellation.
+            let _ = server.await;
+        }
         self.core.log("fake kubelet killed");
         let state = self.core.state.lock();
         self.core
@@ -203,16 +207,17 @@ impl FakeKubelet {
 
 impl Drop for FakeKubelet {
     fn drop(&mut self) {
-        kill_run(&self.core);
+        let _ = kill_run(&self.core);
     }
 }
 
-fn kill_run(core: &Core) {
-    if let Some(run) = core.run.lock().take() {
-        core.state.lock().running = false;
-        run.token.cancel();
-        run.server.abort();
-    }
+/// Cancels the current run and aborts its server; returns the server task to await.
+fn kill_run(core: &Core) -> Option<tokio::task::JoinHandle<()>> {
+    let run = core.run.lock().take()?;
+    core.state.lock().running = false;
+    run.token.cancel();
+    run.server.abort();
+    Some(run.server)
 }
 
 /// One start: clean the directory, restore the checkpoint, bind, serve.

@@ -56,7 +56,7 @@ impl AllocationRequest {
 /// What phase one of an allocation decided.
 pub(crate) enum Plan {
     /// The container already holds this many devices of the resource (a container restart).
-    Reuse(ContainerAllocation),
+    Reuse(Box<ContainerAllocation>),
     /// Zero devices asked: nothing to do, like the kubelet skipping the resource.
     Nothing,
     Choose(Candidates),
@@ -139,7 +139,7 @@ pub(crate) fn plan(state: &State, req: &AllocationRequest) -> Result<Plan, Alloc
     );
     if let Some(existing) = state.pods.get(&key) {
         if existing.device_ids.len() == req.count {
-            return Ok(Plan::Reuse(existing.clone()));
+            return Ok(Plan::Reuse(Box::new(existing.clone())));
         }
         return Err(AllocateError::ChangedRequest {
             pod_uid: req.pod_uid.clone(),
