@@ -23,7 +23,11 @@ pub mod presets;
 pub mod render;
 pub mod spec;
 
+pub mod devdir;
 pub mod fuse;
+pub mod mount;
+pub mod netlink;
+pub mod plaindir;
 pub mod testing;
 
 pub use backend::{Change, DevNode, SysBackend, Uevent};
