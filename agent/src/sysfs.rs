@@ -68,7 +68,7 @@ impl HostPaths {
 /// An error reading sysfs, naming the path (relative to the root) and the errno.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SysfsError {
-    #[error("{op} {path}: {errno} ({desc})", desc = errno.desc())]
+    #[error("{op} {path}: {errno}")]
     Io {
         op: &'static str,
         path: String,
