@@ -86,7 +86,8 @@ impl Host {
         &self.0.faults
     }
 
-    /// Runs `f` on the model as it is now (read-only).
+    /// Runs `f` on the model as it is now (read-only). `f` runs under the model lock: it must
+    /// not call back into this host.
     pub fn inspect<T>(&self, f: impl FnOnce(&Kernel) -> T) -> T {
         f(&self.0.state.lock().kernel)
     }

@@ -220,7 +220,11 @@ impl Kernel {
 /// The Linux root hub's product id: xHCI registers a USB 2 bus (odd number, 1d6b:0002) and
 /// a SuperSpeed bus (even number, 1d6b:0003).
 pub fn root_hub_product(bus: u8) -> u16 {
-    if bus % 2 == 0 { 0x0003 } else { 0x0002 }
+    if bus.is_multiple_of(2) {
+        0x0003
+    } else {
+        0x0002
+    }
 }
 
 pub fn usb_modalias(s: &UsbSpec) -> String {

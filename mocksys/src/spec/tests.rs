@@ -196,3 +196,12 @@ fn empty_text_is_an_empty_host() {
     assert!(h.pci.is_empty() && h.usb.is_empty());
     assert_eq!(h.modules, vec!["vfio_pci"]);
 }
+
+#[test]
+fn vfio_pci_at_boot_without_iommu_is_an_error() {
+    let e = err(
+        "iommu: false\npci:\n  - {address: \"0000:05:00.0\", preset: qemu-nvme, driver: vfio-pci}\n",
+    );
+    assert_eq!(invalid_at(&e).2, "pci[0].driver");
+    assert!(e.to_string().contains("IOMMU"), "{e}");
+}

@@ -59,7 +59,26 @@ pub(super) fn host(raw: &RawHost, file: &str) -> Result<HostSpec, SpecError> {
         }
         pci.push(spec);
     }
+    let iommu = raw.iommu.unwrap_or(true);
     for (i, (spec, item)) in pci.iter().zip(&raw.pci).enumerate() {
+        // vfio-pci's probe would refuse these at boot; say so where the driver is named.
+        if let (Some("vfio-pci"), Some(at)) = (spec.driver.as_deref(), &item.value.driver) {
+            let why = if !iommu {
+                Some("vfio-pci cannot bind without an IOMMU (the host has `iommu: false`)")
+            } else if spec.bridge {
+                Some("vfio-pci does not bind bridges")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(invalid(
+                    file,
+                    at,
+                    &format!("pci[{i}].driver"),
+                    why.to_owned(),
+                ));
+            }
+        }
         if let (Some(parent), Some(at)) = (spec.parent, &item.value.parent) {
             let bridge = pci.iter().find(|p| p.address == parent);
             if !bridge.is_some_and(|b| b.bridge) {
@@ -131,7 +150,7 @@ pub(super) fn host(raw: &RawHost, file: &str) -> Result<HostSpec, SpecError> {
         }
     };
     Ok(HostSpec {
-        iommu: raw.iommu.unwrap_or(true),
+        iommu,
         modules,
         pci,
         usb,
