@@ -7,6 +7,9 @@
 //! `openat2(RESOLVE_BENEATH)`, so the kernel refuses any path (or link inside it) that leaves
 //! the root; link texts the agent interprets (driver, iommu_group, mdev_type) are resolved
 //! lexically with [`lexical_join`] and refused when they climb above the root or are absolute.
+//! Where openat2 is unavailable (kernel < 5.6, or a seccomp filter), the same rule is applied
+//! in user space: each component is checked and links expanded lexically (with a small race
+//! window the kernel path does not have).
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -14,6 +17,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
@@ -160,20 +164,36 @@ pub fn lexical_join(dir: &RelPath, link: &str) -> Option<RelPath> {
     Some(RelPath(parts.join("/")))
 }
 
-/// An open directory under a root; `rel` is its lexical path from that root.
+/// An open directory under a root; `rel` is its path from that root.
 #[derive(Debug)]
 pub struct SysDir {
     fd: OwnedFd,
-    root: std::sync::Arc<OwnedFd>,
+    shared: Arc<Shared>,
     rel: RelPath,
-    root_path: std::sync::Arc<PathBuf>,
 }
 
-fn beneath(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+/// What every directory opened under one root shares.
+#[derive(Debug)]
+struct Shared {
+    root: OwnedFd,
+    root_path: PathBuf,
+    /// openat2 is missing (kernel < 5.6) or filtered (seccomp): resolve in user space instead.
+    user_space_resolution: bool,
 }
+
+/// How a path is resolved below a directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Links {
+    /// Follow links (each must stay under the root).
+    Follow,
+    /// Follow links on the way, not a final one.
+    NotFinal,
+    /// Refuse any link (ELOOP).
+    None,
+}
+
+/// Most links one path may go through (the kernel's own limit).
+const MAX_LINK_HOPS: usize = 40;
 
 fn io_err(op: &'static str, path: impl fmt::Display, errno: Errno) -> SysfsError {
     SysfsError::Io {
@@ -183,87 +203,217 @@ fn io_err(op: &'static str, path: impl fmt::Display, errno: Errno) -> SysfsError
     }
 }
 
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 impl SysDir {
     fn open_root(root: &Path) -> Result<SysDir, SysfsError> {
-        let fd = nix::fcntl::open(
-            root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| io_err("open", root.display(), e))?;
-        let dup = fd.try_clone().map_err(|e| {
-            io_err(
-                "dup",
-                root.display(),
-                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-            )
-        })?;
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let open = || {
+            nix::fcntl::open(root, flags, nix::sys::stat::Mode::empty())
+                .map_err(|e| io_err("open", root.display(), e))
+        };
+        let fd = open()?;
+        // Probe once per root: ENOSYS (old kernel) or EPERM (seccomp) mean no openat2.
+        let probe = OpenHow::new()
+            .flags(flags)
+            .resolve(ResolveFlag::RESOLVE_BENEATH);
+        let user_space_resolution = matches!(
+            openat2(fd.as_fd(), ".", probe),
+            Err(Errno::ENOSYS | Errno::EPERM)
+        );
+        Self::with_root(open()?, fd, root, user_space_resolution)
+    }
+
+    /// Opens a root that resolves paths in user space, as on kernels without openat2 (tests).
+    #[doc(hidden)]
+    pub fn open_root_without_openat2(root: &Path) -> Result<SysDir, SysfsError> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let open = || {
+            nix::fcntl::open(root, flags, nix::sys::stat::Mode::empty())
+                .map_err(|e| io_err("open", root.display(), e))
+        };
+        Self::with_root(open()?, open()?, root, true)
+    }
+
+    fn with_root(
+        fd: OwnedFd,
+        root_fd: OwnedFd,
+        root: &Path,
+        user_space_resolution: bool,
+    ) -> Result<SysDir, SysfsError> {
         Ok(SysDir {
             fd,
-            root: std::sync::Arc::new(dup),
+            shared: Arc::new(Shared {
+                root: root_fd,
+                root_path: root.to_path_buf(),
+                user_space_resolution,
+            }),
             rel: RelPath::default(),
-            root_path: std::sync::Arc::new(root.to_path_buf()),
         })
     }
 
-    /// This directory's lexical path from the root.
+    /// The one place paths are opened: below `base` (this dir, or the root when `from_root`),
+    /// never leaving the root.
+    fn open_beneath(
+        &self,
+        from_root: bool,
+        path: &str,
+        flags: OFlag,
+        links: Links,
+    ) -> Result<(OwnedFd, Option<RelPath>), Errno> {
+        let (base_fd, base_rel) = if from_root {
+            (self.shared.root.as_fd(), RelPath::default())
+        } else {
+            (self.fd.as_fd(), self.rel.clone())
+        };
+        if !self.shared.user_space_resolution {
+            let mut resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+            let mut flags = flags | OFlag::O_CLOEXEC;
+            match links {
+                Links::Follow => {}
+                Links::NotFinal => flags |= OFlag::O_NOFOLLOW,
+                Links::None => resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS,
+            }
+            let how = OpenHow::new().flags(flags).resolve(resolve);
+            let path = if path.is_empty() { "." } else { path };
+            return openat2(base_fd, path, how).map(|fd| (fd, None));
+        }
+        let real = self.resolve_in_user_space(&base_rel, path, links)?;
+        let at = if real.as_str().is_empty() {
+            "."
+        } else {
+            real.as_str()
+        };
+        let fd = nix::fcntl::openat(
+            self.shared.root.as_fd(),
+            at,
+            flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        Ok((fd, Some(real)))
+    }
+
+    /// Walks `path` below `base` one component at a time from the root, expanding links
+    /// lexically; EXDEV when anything leaves the root (as RESOLVE_BENEATH answers).
+    fn resolve_in_user_space(
+        &self,
+        base: &RelPath,
+        path: &str,
+        links: Links,
+    ) -> Result<RelPath, Errno> {
+        let root = self.shared.root.as_fd();
+        let mut done: Vec<String> = if base.as_str().is_empty() {
+            Vec::new()
+        } else {
+            base.as_str().split('/').map(str::to_string).collect()
+        };
+        if path.starts_with('/') {
+            return Err(Errno::EXDEV);
+        }
+        let mut todo: std::collections::VecDeque<String> =
+            path.split('/').map(str::to_string).collect();
+        let mut hops = 0;
+        while let Some(part) = todo.pop_front() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    done.pop().ok_or(Errno::EXDEV)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let candidate = if done.is_empty() {
+                part.clone()
+            } else {
+                format!("{}/{part}", done.join("/"))
+            };
+            let last = todo.iter().all(|p| p.is_empty() || p == ".");
+            let stat = nix::sys::stat::fstatat(
+                root,
+                candidate.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+            let is_link = matches!(stat, Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+            if !is_link || (last && links == Links::NotFinal) {
+                done.push(part);
+                continue;
+            }
+            if links == Links::None {
+                return Err(Errno::ELOOP);
+            }
+            hops += 1;
+            if hops > MAX_LINK_HOPS {
+                return Err(Errno::ELOOP);
+            }
+            let target = readlinkat(root, candidate.as_str())?;
+            let target = String::from_utf8_lossy(OsStr::new(&target).as_bytes()).into_owned();
+            if target.starts_with('/') {
+                return Err(Errno::EXDEV);
+            }
+            for t in target.split('/').rev() {
+                todo.push_front(t.to_string());
+            }
+        }
+        Ok(RelPath(done.join("/")))
+    }
+
+    fn child(&self, fd: OwnedFd, rel: RelPath) -> SysDir {
+        SysDir {
+            fd,
+            shared: self.shared.clone(),
+            rel,
+        }
+    }
+
+    /// This directory's path from the root.
     pub fn rel(&self) -> &RelPath {
         &self.rel
     }
 
     /// The absolute host path of `rel` (for messages and for handing to others).
     pub fn host_path(&self, rel: &RelPath) -> PathBuf {
-        self.root_path.join(rel.as_str())
+        self.shared.root_path.join(rel.as_str())
     }
 
-    /// Opens a directory by its path from the ROOT (links inside it may be followed, but the
-    /// kernel refuses any that leave the root).
+    /// Opens a directory by its path from the ROOT (links on the way may be followed, but
+    /// none that leaves the root).
     pub fn open_from_root(&self, rel: &RelPath) -> Result<SysDir, SysfsError> {
-        let path = if rel.as_str().is_empty() {
-            "."
-        } else {
-            rel.as_str()
-        };
-        let fd = openat2(
-            self.root.as_fd(),
-            path,
-            beneath(OFlag::O_PATH | OFlag::O_DIRECTORY),
-        )
-        .map_err(|e| io_err("open", rel, e))?;
-        Ok(SysDir {
-            fd,
-            root: self.root.clone(),
-            rel: rel.clone(),
-            root_path: self.root_path.clone(),
-        })
+        let (fd, real) = self
+            .open_beneath(
+                true,
+                rel.as_str(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+                Links::Follow,
+            )
+            .map_err(|e| io_err("open", rel, e))?;
+        Ok(self.child(fd, real.unwrap_or_else(|| rel.clone())))
     }
 
     /// Opens a plain (non-link) subdirectory.
     pub fn subdir(&self, name: &str) -> Result<SysDir, SysfsError> {
         let rel = self.rel.join(name);
-        let how = beneath(OFlag::O_PATH | OFlag::O_DIRECTORY)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let fd = openat2(self.fd.as_fd(), name, how).map_err(|e| io_err("open", &rel, e))?;
-        Ok(SysDir {
-            fd,
-            root: self.root.clone(),
-            rel,
-            root_path: self.root_path.clone(),
-        })
+        let (fd, _) = self
+            .open_beneath(false, name, OFlag::O_PATH | OFlag::O_DIRECTORY, Links::None)
+            .map_err(|e| io_err("open", &rel, e))?;
+        Ok(self.child(fd, rel))
     }
 
-    /// Names in this directory (or in a plain subdirectory of it), sorted, without `.`/`..`.
+    /// Names in this directory (or in a subdirectory of it), sorted, without `.`/`..`.
     pub fn list(&self, sub: Option<&str>) -> Result<Vec<String>, SysfsError> {
         let (path, rel) = match sub {
             Some(s) => (s, self.rel.join(s)),
-            None => (".", self.rel.clone()),
+            None => ("", self.rel.clone()),
         };
-        let fd = openat2(
-            self.fd.as_fd(),
-            path,
-            beneath(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
-        )
-        .map_err(|e| io_err("list", &rel, e))?;
+        let (fd, _) = self
+            .open_beneath(
+                false,
+                path,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                Links::Follow,
+            )
+            .map_err(|e| io_err("list", &rel, e))?;
         let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| io_err("list", &rel, e))?;
         let mut names = Vec::new();
         for entry in dir.iter() {
@@ -281,17 +431,13 @@ impl SysDir {
     /// Reads a small attribute file in this directory.
     pub fn read(&self, name: &str) -> Result<String, SysfsError> {
         let rel = self.rel.join(name);
-        let fd = openat2(self.fd.as_fd(), name, beneath(OFlag::O_RDONLY))
+        let (fd, _) = self
+            .open_beneath(false, name, OFlag::O_RDONLY, Links::Follow)
             .map_err(|e| io_err("open", &rel, e))?;
         let mut file = std::fs::File::from(fd);
         let mut buf = Vec::with_capacity(256);
-        file.read_to_end(&mut buf).map_err(|e| {
-            io_err(
-                "read",
-                &rel,
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )
-        })?;
+        file.read_to_end(&mut buf)
+            .map_err(|e| io_err("read", &rel, io_errno(&e)))?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
@@ -304,37 +450,35 @@ impl SysDir {
     pub fn write(&self, name: &str, value: &str) -> Result<(), SysfsError> {
         let rel = self.rel.join(name);
         // O_APPEND: sysfs ignores offsets, and on a plain-directory tree successive stores stay readable.
-        let fd = openat2(
-            self.fd.as_fd(),
-            name,
-            beneath(OFlag::O_WRONLY | OFlag::O_APPEND),
-        )
-        .map_err(|e| io_err("open", &rel, e))?;
-        let mut file = std::fs::File::from(fd);
-        file.write(value.as_bytes()).map(|_| ()).map_err(|e| {
-            io_err(
-                "write",
-                &rel,
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        let (fd, _) = self
+            .open_beneath(
+                false,
+                name,
+                OFlag::O_WRONLY | OFlag::O_APPEND,
+                Links::Follow,
             )
-        })
+            .map_err(|e| io_err("open", &rel, e))?;
+        let mut file = std::fs::File::from(fd);
+        file.write(value.as_bytes())
+            .map(|_| ())
+            .map_err(|e| io_err("write", &rel, io_errno(&e)))
     }
 
     /// True when `name` exists here (without following a final link).
     pub fn exists(&self, name: &str) -> bool {
-        let how = beneath(OFlag::O_PATH | OFlag::O_NOFOLLOW);
-        openat2(self.fd.as_fd(), name, how).is_ok()
+        self.open_beneath(false, name, OFlag::O_PATH, Links::NotFinal)
+            .is_ok()
     }
 
     /// The raw text of the link `name` in this directory.
     pub fn read_link(&self, name: &str) -> Result<String, SysfsError> {
-        let target = readlinkat(self.fd.as_fd(), name)
-            .map_err(|e| io_err("readlink", self.rel.join(name), e))?;
-        Ok(OsStr::new(&target)
-            .as_bytes()
-            .iter()
-            .map(|&b| b as char)
-            .collect())
+        let rel = self.rel.join(name);
+        if name.contains('/') {
+            // Only a name in this directory: a longer path could pass through links unchecked.
+            return Err(io_err("readlink", &rel, Errno::EINVAL));
+        }
+        let target = readlinkat(self.fd.as_fd(), name).map_err(|e| io_err("readlink", &rel, e))?;
+        Ok(String::from_utf8_lossy(OsStr::new(&target).as_bytes()).into_owned())
     }
 
     /// Resolves the link `name` lexically to a path from the root; refuses links that leave it.

@@ -148,3 +148,92 @@ fn mdev_type_link_leaving_the_root_is_refused() {
             .contains("leaves the root")
     );
 }
+
+/// The same containment with openat2 (kernel) and without it (user-space walk).
+#[test]
+fn sysdir_containment_holds_with_and_without_openat2() {
+    use hostdev_agent::sysfs::{RelPath, SysDir};
+    use nix::errno::Errno;
+    let host = FakeHost::new();
+    host.add_pci(Pci::vfio("0000:65:00.0", 0x10de, 0x1eb8, 1));
+    outside_device(&host);
+    symlink("../../outside", host.sys().join("devices/escape")).unwrap();
+    symlink("/etc", host.sys().join("devices/absolute")).unwrap();
+    let kernel = host.paths.open_sysfs().unwrap();
+    let user = SysDir::open_root_without_openat2(host.sys()).unwrap();
+    for (mode, root) in [("openat2", kernel), ("user space", user)] {
+        let bus = root
+            .open_from_root(&RelPath::new("bus/pci/devices").unwrap())
+            .unwrap();
+        let dev = bus
+            .follow("0000:65:00.0")
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(
+            dev.rel().as_str(),
+            "devices/pci0000:00/0000:65:00.0",
+            "{mode}"
+        );
+        assert!(
+            dev.read("uevent").unwrap().contains("PCI_ID=10DE:1EB8"),
+            "{mode}"
+        );
+        assert_eq!(
+            dev.resolve_link("driver").unwrap().as_str(),
+            "bus/pci/drivers/vfio-pci",
+            "{mode}"
+        );
+        // An open through a link that leaves the root fails with EXDEV, as RESOLVE_BENEATH does.
+        let err = root
+            .open_from_root(&RelPath::new("devices/escape/0000:99:00.0").unwrap())
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(Errno::EXDEV), "{mode}: {err}");
+        let err = root
+            .open_from_root(&RelPath::new("devices/absolute").unwrap())
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(Errno::EXDEV), "{mode}: {err}");
+        // subdir() refuses links altogether.
+        let devices = root
+            .open_from_root(&RelPath::new("devices").unwrap())
+            .unwrap();
+        assert_eq!(
+            devices.subdir("escape").unwrap_err().errno(),
+            Some(Errno::ELOOP),
+            "{mode}"
+        );
+        // exists() does not follow a final link, so a dangling or escaping link still "exists".
+        assert!(devices.exists("escape"), "{mode}");
+        assert!(!devices.exists("nothing-here"), "{mode}");
+        // `..` cannot climb above the root.
+        assert_eq!(
+            root.read("../etc/passwd").unwrap_err().errno(),
+            Some(Errno::EXDEV),
+            "{mode}"
+        );
+        let names = root.list(Some("bus/pci/devices")).unwrap();
+        assert_eq!(names, ["0000:65:00.0"], "{mode}");
+    }
+}
+
+#[test]
+fn lexical_join_and_devname_checks() {
+    use hostdev_agent::sysfs::{RelPath, check_dev_relative, lexical_join};
+    let dir = RelPath::new("bus/pci/devices").unwrap();
+    assert_eq!(
+        lexical_join(&dir, "../../../devices/pci0000:00/0000:00:01.0")
+            .unwrap()
+            .as_str(),
+        "devices/pci0000:00/0000:00:01.0"
+    );
+    assert_eq!(lexical_join(&dir, "../../../../etc"), None);
+    assert_eq!(lexical_join(&dir, "/etc"), None);
+    assert_eq!(
+        lexical_join(&dir, "./x/./y").unwrap().as_str(),
+        "bus/pci/devices/x/y"
+    );
+    assert_eq!(
+        check_dev_relative("bus/usb/001/002").unwrap(),
+        "bus/usb/001/002"
+    );
+    assert!(check_dev_relative("").is_err());
+    assert!(check_dev_relative("bus/usb/./002").is_err());
+}
