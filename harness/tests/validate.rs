@@ -175,3 +175,28 @@ fn the_error_shows_the_offending_line() {
     );
     assert!(shown.ends_with("^"), "{shown}");
 }
+
+#[test]
+fn bad_host_is_reported_at_its_line_in_the_scenario() {
+    let text = GOOD.replace("preset: qemu-nvme", "preset: qemu-nvmx");
+    let e = err(&text);
+    assert_eq!(e.span.map(|s| s.line), Some(6), "{e}");
+    assert!(
+        e.message.contains("node node01: host.") && e.message.contains("qemu-nvmx"),
+        "{e}"
+    );
+    let text = GOOD.replace("\"0000:05:00.0\"", "\"0000:5:00.0\"");
+    let e = err(&text);
+    assert_eq!(e.span.map(|s| s.line), Some(6), "{e}");
+}
+
+#[test]
+fn bad_plugged_device_is_reported_at_its_line() {
+    let text = GOOD.replace(
+        "  - delete: {vmi: vmi-a}",
+        "  - plug: {node: node01, usb: {bus: 1, port: \"2\", id: \"zz:01\"}}",
+    );
+    let e = err(&text);
+    assert_eq!(e.span.map(|s| s.line), Some(17), "{e}");
+    assert!(e.message.contains("plug.usb"), "{e}");
+}

@@ -43,7 +43,7 @@ pub fn parse(text: &str, file: impl Into<PathBuf>) -> Result<Scenario, ScenarioE
     let source: Arc<str> = Arc::from(text);
     let raw: RawScenario =
         serde_saphyr::from_str(text).map_err(|e| ScenarioError::from_yaml(&file, &source, &e))?;
-    validate::check(&raw)
+    validate::check(&raw, &file.display().to_string())
         .map_err(|(span, message)| ScenarioError::at(&file, &source, span, message))?;
     Ok(Scenario { file, source, raw })
 }

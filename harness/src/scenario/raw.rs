@@ -36,7 +36,7 @@ pub struct RawNode {
     pub labels: BTreeMap<String, String>,
     /// The synthetic host: the mocksys host-file mapping, checked by mocksys.
     #[serde(default)]
-    pub host: Option<Spanned<serde_json::Value>>,
+    pub host: mocksys::spec::RawHost,
 }
 
 /// One step. The YAML key names the kind: `- vfioBind: {...}`.
@@ -107,10 +107,10 @@ pub struct Plug {
     pub node: Spanned<String>,
     /// A PCI function, in the host file's `pci:` item shape.
     #[serde(default)]
-    pub pci: Option<Spanned<serde_json::Value>>,
+    pub pci: Option<Spanned<mocksys::spec::RawPci>>,
     /// A USB device, in the host file's `usb:` item shape.
     #[serde(default)]
-    pub usb: Option<Spanned<serde_json::Value>>,
+    pub usb: Option<Spanned<mocksys::spec::RawUsb>>,
 }
 
 #[derive(Debug, Deserialize)]

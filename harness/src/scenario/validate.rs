@@ -17,8 +17,43 @@ fn fail<T, R>(s: &Spanned<T>, msg: impl Into<String>) -> Result<R, (Span, String
     Err((at(s), msg.into()))
 }
 
+/// A mocksys host error, re-anchored as ours (its spans are positions in this same file).
+fn host_error(e: mocksys::spec::SpecError) -> (Span, String) {
+    use mocksys::spec::SpecError;
+    match e {
+        SpecError::Invalid {
+            line,
+            column,
+            field,
+            message,
+            ..
+        } => (
+            Span {
+                line: line as u32,
+                column: column as u32,
+            },
+            format!("{field}: {message}"),
+        ),
+        SpecError::Yaml {
+            line,
+            column,
+            message,
+            ..
+        } => (
+            Span {
+                line: line as u32,
+                column: column as u32,
+            },
+            message,
+        ),
+        other @ (SpecError::Io { .. } | SpecError::Build(_)) => {
+            (Span { line: 1, column: 1 }, other.to_string())
+        }
+    }
+}
+
 /// Validates a parsed scenario; the first problem found is returned with where it is.
-pub fn check(sc: &RawScenario) -> Check {
+pub fn check(sc: &RawScenario, file: &str) -> Check {
     if sc.name.value.trim().is_empty() {
         return fail(&sc.name, "name is empty");
     }
@@ -37,6 +72,10 @@ pub fn check(sc: &RawScenario) -> Check {
         if !nodes.insert(name.value.as_str()) {
             return fail(name, format!("node {:?} is defined twice", name.value));
         }
+        n.value.host.validate(file).map_err(|e| {
+            let (span, msg) = host_error(e);
+            (span, format!("node {}: host.{msg}", name.value))
+        })?;
     }
     let known = |node: &Spanned<String>| -> Check {
         if nodes.contains(node.value.as_str()) {
@@ -66,8 +105,18 @@ pub fn check(sc: &RawScenario) -> Check {
             Step::Modprobe(s) => known(&s.node)?,
             Step::Plug(s) => {
                 known(&s.node)?;
-                if s.pci.is_some() == s.usb.is_some() {
-                    return fail(&s.node, "plug needs exactly one of `pci:` or `usb:`");
+                match (&s.pci, &s.usb) {
+                    (Some(p), None) => p
+                        .value
+                        .validate(file, "plug.pci", None)
+                        .map(drop)
+                        .map_err(host_error)?,
+                    (None, Some(u)) => u
+                        .value
+                        .validate(file, "plug.usb")
+                        .map(drop)
+                        .map_err(host_error)?,
+                    _ => return fail(&s.node, "plug needs exactly one of `pci:` or `usb:`"),
                 }
             }
             Step::Unplug(s) => {
