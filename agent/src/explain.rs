@@ -79,8 +79,8 @@ pub fn render_text(inv: &Inventory, cfg: &AgentConfig) -> String {
     };
     let _ = writeln!(
         out,
-        "Configuration: {origin} (serving {:?} entries)",
-        cfg.serve
+        "Configuration: {origin} (--serve {})",
+        cfg.serve.as_str()
     );
     if inv.resources.is_empty() {
         let _ = writeln!(
@@ -196,7 +196,7 @@ pub fn render_json(inv: &Inventory, cfg: &AgentConfig) -> Value {
         .collect();
     json!({
         "configuration": cfg.origin,
-        "serve": format!("{:?}", cfg.serve).to_lowercase(),
+        "serve": cfg.serve.as_str(),
         "resources": resources,
         "skipped": inv.skipped.iter().map(|s| json!({"device": s.device, "reason": s.reason})).collect::<Vec<_>>(),
         "rejectedEntries": cfg.rejected.iter().map(field_error_json).collect::<Vec<_>>(),

@@ -495,6 +495,15 @@ impl SysDir {
         let rel = self.resolve_link(name)?;
         self.open_from_root(&rel)
     }
+
+    /// Opens a bus entry: the link the kernel makes (followed as [`SysDir::follow`] does), or a
+    /// plain directory where a synthetic tree has one.
+    pub fn entry(&self, name: &str) -> Result<SysDir, SysfsError> {
+        match self.follow(name) {
+            Err(e) if e.errno() == Some(Errno::EINVAL) => self.subdir(name),
+            other => other,
+        }
+    }
 }
 
 /// Checks a USB `DEVNAME` (or any dev-root-relative node name) before it is handed to anyone:

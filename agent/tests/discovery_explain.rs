@@ -45,7 +45,7 @@ fn text_explains_every_advertised_and_skipped_device() {
     let (host, cfg) = fixture_host();
     let text = render_text(&discover(&host.paths, &cfg), &cfg);
     for expected in [
-        "Configuration: test.yaml (serving All entries)",
+        "Configuration: test.yaml (--serve all)",
         "nvidia.com/T4 (pci): 1 device(s), 1 healthy",
         "  id 5  healthy  numa 0",
         "      0000:65:00.0",

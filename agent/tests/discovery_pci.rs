@@ -323,3 +323,53 @@ fn missing_sysfs_root_is_reported_not_fatal() {
         inv.skipped
     );
 }
+
+#[test]
+fn a_group_with_a_function_on_a_host_driver_is_explained() {
+    let host = FakeHost::new();
+    host.add_pci(Pci::vfio("0000:65:00.0", 0x10de, 0x1eb8, 5));
+    host.add_pci(Pci {
+        driver: Some("snd_hda_intel"),
+        ..Pci::vfio("0000:65:00.1", 0x10de, 0x10f8, 5)
+    });
+    let bridge = host.add_pci(Pci {
+        driver: Some("pcieport"),
+        ..Pci::vfio("0000:64:00.0", 0x8086, 0x1901, 5)
+    });
+    std::fs::write(bridge.join("class"), "0x060400\n").unwrap();
+    let inv = discover(&host.paths, &config(T4));
+    let r = &inv.resources["nvidia.com/T4"];
+    assert_eq!(ids(&inv, "nvidia.com/T4"), ["5"]);
+    assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+    assert!(
+        r.notes[0].contains("IOMMU group 5 also holds 0000:65:00.1 (bound to snd_hda_intel)"),
+        "{}",
+        r.notes[0]
+    );
+    assert!(
+        !r.notes[0].contains("0000:64:00.0"),
+        "bridges do not break a group: {}",
+        r.notes[0]
+    );
+}
+
+#[test]
+fn a_bus_entry_that_is_a_plain_directory_is_read_in_place() {
+    let host = FakeHost::new();
+    let real = host.add_pci(Pci::vfio("0000:65:00.0", 0x10de, 0x1eb8, 8));
+    let entry = host.sys().join("bus/pci/devices/0000:65:00.0");
+    std::fs::remove_file(&entry).unwrap();
+    std::fs::create_dir(&entry).unwrap();
+    for f in ["uevent", "numa_node"] {
+        std::fs::copy(real.join(f), entry.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink("../../../../bus/pci/drivers/vfio-pci", entry.join("driver"))
+        .unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../kernel/iommu_groups/8",
+        entry.join("iommu_group"),
+    )
+    .unwrap();
+    let inv = discover(&host.paths, &config(T4));
+    assert_eq!(ids(&inv, "nvidia.com/T4"), ["8"], "{:?}", inv.skipped);
+}

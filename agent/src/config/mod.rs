@@ -45,6 +45,15 @@ pub enum ServeMode {
 }
 
 impl ServeMode {
+    /// The flag value: `kubevirt`, `external`, `all`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServeMode::Kubevirt => "kubevirt",
+            ServeMode::External => "external",
+            ServeMode::All => "all",
+        }
+    }
+
     pub fn serves(self, external: bool) -> bool {
         match self {
             ServeMode::Kubevirt => !external,

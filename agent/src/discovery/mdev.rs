@@ -69,7 +69,7 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
                 reason,
             })
         };
-        let dir = match bus.follow(&uuid) {
+        let dir = match bus.entry(&uuid) {
             Ok(dir) => dir,
             Err(e) => {
                 skip(format!("cannot open: {e}"));

@@ -100,8 +100,9 @@ impl Ctx<'_> {
                     "KubeVirt itself"
                 };
                 return format!(
-                    "{what} matches {field} ({}), which {who} serves (this agent: --serve {:?})",
-                    r.name, self.cfg.serve
+                    "{what} matches {field} ({}), which {who} serves (this agent: --serve {})",
+                    r.name,
+                    self.cfg.serve.as_str()
                 );
             }
         }

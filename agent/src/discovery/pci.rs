@@ -85,7 +85,7 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
                 reason,
             })
         };
-        let dir = match bus.follow(&name) {
+        let dir = match bus.entry(&name) {
             Ok(dir) => dir,
             Err(e) => {
                 skip(format!("cannot open: {e}"));
@@ -164,5 +164,62 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
             },
         });
     }
+    let mut blocked = std::collections::BTreeMap::new();
+    for c in &candidates {
+        if blocked.contains_key(&c.group) {
+            continue;
+        }
+        let permitted: Vec<&str> = (candidates.iter().filter(|o| o.group == c.group))
+            .map(|o| o.label.trim_start_matches("pci "))
+            .collect();
+        let blockers = group_blockers(ctx.root, c.group, &permitted);
+        if !blockers.is_empty() {
+            blocked.insert(
+                c.group,
+                format!(
+                    "IOMMU group {} also holds {}: VFIO refuses a group unless every device in it is bound to {VFIO_DRIVER} (or pci-stub) or unbound, so a VM given device {} fails to start until they are rebound",
+                    c.group,
+                    blockers.join(", "),
+                    c.group
+                ),
+            );
+        }
+    }
     assign_groups(ctx, "PCI", candidates, inv);
+    for (group, note) in blocked {
+        let owner = inv.resources.values_mut().find(|r| {
+            r.kind == crate::inventory::DeviceKind::Pci
+                && r.devices.iter().any(|d| d.id == group.to_string())
+        });
+        if let Some(r) = owner {
+            r.notes.push(note);
+        }
+    }
+}
+
+/// Devices sharing `group` with permitted ones that make the group unusable for VFIO: bound to
+/// a host driver other than vfio-pci/pci-stub, and not a bridge (the kernel lets bridges be).
+fn group_blockers(root: &SysDir, group: u32, permitted: &[&str]) -> Vec<String> {
+    let Some(rel) = RelPath::new(&format!("kernel/iommu_groups/{group}/devices")) else {
+        return Vec::new();
+    };
+    let Ok(dir) = root.open_from_root(&rel) else {
+        return Vec::new();
+    };
+    let names = dir.list(None).unwrap_or_default();
+    names
+        .into_iter()
+        .filter(|n| !permitted.contains(&n.as_str()))
+        .filter_map(|n| {
+            let dev = dir.follow(&n).ok()?;
+            let driver = read_driver(&dev).ok()??;
+            if driver == VFIO_DRIVER || driver == "pci-stub" {
+                return None;
+            }
+            let bridge = dev
+                .read_trimmed("class")
+                .is_ok_and(|c| c.starts_with("0x0604"));
+            (!bridge).then(|| format!("{n} (bound to {driver})"))
+        })
+        .collect()
 }

@@ -137,7 +137,7 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
     for name in names {
         let label = format!("usb {name}");
         let read = bus
-            .follow(&name)
+            .entry(&name)
             .map_err(|e| format!("cannot open: {e}"))
             .and_then(|dir| {
                 let mut d = read_device(&dir, &name)?;
