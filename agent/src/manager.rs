@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::inventory::{Inventory, Resource};
 use crate::metrics::Metrics;
@@ -28,6 +27,8 @@ use crate::watch::WatchEvent;
 
 pub use run::{AgentError, AgentOptions, RunningAgent, configured_source, run_agent, start_agent};
 pub use source::{DeviceSource, SourceError};
+/// The stop signal [`run_agent`] takes, re-exported so callers need not depend on tokio-util.
+pub use tokio_util::sync::CancellationToken;
 
 /// What the manager has done so far; tests and the harness wait on changes of it.
 #[derive(Clone, Debug, Default)]
