@@ -1,0 +1,16 @@
+//! The simulated cluster a scenario runs in, and the runner.
+//!
+//! Per node: a mocksys host on a real FUSE mount, a fake kubelet on real unix sockets, and the
+//! production agent (in process). On top: VMIs moved through admission, scheduling, kubelet
+//! allocation and virt-launcher's hostdev conversion by [`cluster::Cluster::reconcile`].
+
+pub mod cluster;
+pub mod expect;
+pub mod logs;
+pub mod netns;
+pub mod node;
+pub mod run;
+pub mod steps;
+pub mod vmi;
+
+pub use run::{Outcome, RunOptions, run_scenario};

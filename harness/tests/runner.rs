@@ -1,0 +1,96 @@
+//! The runner really checks: a wrong expectation fails with a report naming the step, what was
+//! expected, what was seen, and the seed that replays it.
+
+use hostdev_harness::scenario;
+use hostdev_harness::sim::{RunOptions, run_scenario};
+
+const SCENARIO: &str = r#"name: runner-check
+seed: 11
+kubevirt:
+  developerConfiguration: {featureGates: [HostDevices]}
+  permittedHostDevices:
+    pciHostDevices:
+      - {pciVendorSelector: "8086:5845", resourceName: devices.kubevirt.io/nvme}
+nodes:
+  - name: node01
+    host:
+      pci:
+        - {address: "0000:05:00.0", preset: qemu-nvme, driver: vfio-pci, iommuGroup: 5}
+steps:
+  - expect: {node: node01, allocatable: {devices.kubevirt.io/nvme: 1}}
+  - apply:
+      kind: VirtualMachineInstance
+      metadata: {name: v}
+      spec: {domain: {devices: {hostDevices: [{name: n, deviceName: devices.kubevirt.io/nvme}]}}}
+  - expect: {vmi: v, phase: Running, env: {PCI_RESOURCE_DEVICES_KUBEVIRT_IO_NVME: "0000:05:00.0"}}
+"#;
+
+#[test]
+fn a_passing_scenario_passes() {
+    let sc = scenario::parse(SCENARIO, "runner-check.yaml").unwrap();
+    let out = run_scenario(&sc, RunOptions::default());
+    assert!(out.passed(), "{}", out.failure.unwrap_or_default());
+    assert_eq!(out.seed, 11);
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_full_report() {
+    let text = SCENARIO.replace("nvme: 1}}", "nvme: 2}, timeout: 300ms}");
+    let sc = scenario::parse(&text, "runner-check.yaml").unwrap();
+    let out = run_scenario(
+        &sc,
+        RunOptions {
+            seed: Some(99),
+            explain: false,
+        },
+    );
+    let report = out.failure.expect("the scenario must fail");
+    assert!(report.contains("failed with seed 99"), "{report}");
+    assert!(report.contains("hostdev run --seed 99"), "{report}");
+    assert!(report.contains("step 1 (expect)"), "{report}");
+    assert!(report.contains("expected 2, got 1"), "{report}");
+    assert!(
+        report.contains("node node01: devices.kubevirt.io/nvme: 1/1 allocatable"),
+        "{report}"
+    );
+    assert!(
+        report.contains("last kubelet log lines (node01)"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_wrong_env_value_fails() {
+    let text = SCENARIO.replace(
+        "NVME: \"0000:05:00.0\"",
+        "NVME: \"0000:06:00.0\", timeout: 300ms",
+    );
+    let sc = scenario::parse(&text, "runner-check.yaml").unwrap();
+    let report = run_scenario(&sc, RunOptions::default())
+        .failure
+        .expect("must fail");
+    assert!(
+        report.contains(
+            "env PCI_RESOURCE_DEVICES_KUBEVIRT_IO_NVME: expected 0000:06:00.0, got \"0000:05:00.0\""
+        ),
+        "{report}"
+    );
+}
+
+#[test]
+fn explain_records_the_state_after_each_step() {
+    let sc = scenario::parse(SCENARIO, "runner-check.yaml").unwrap();
+    let out = run_scenario(
+        &sc,
+        RunOptions {
+            seed: None,
+            explain: true,
+        },
+    );
+    assert_eq!(out.explain.len(), 3);
+    assert!(
+        out.explain[2].contains("vmi v: Running on node01"),
+        "{}",
+        out.explain[2]
+    );
+}
