@@ -434,6 +434,39 @@ async fn mediated_devices_are_served_with_kubevirts_env() {
     kubelet.stop().await;
 }
 
+#[tokio::test]
+async fn pinned_addresses_are_handed_out_first() {
+    // KubeVirt #11815: no way to pick a specific device among equal vendor:device ones.
+    let node = Node::new();
+    node.add_pci("0000:65:00.0", T4.0, T4.1, 12, 0, Some("vfio-pci"));
+    node.add_pci("0000:66:00.0", T4.0, T4.1, 13, 0, Some("vfio-pci"));
+    node.add_pci("0000:67:00.0", T4.0, T4.1, 14, 0, Some("vfio-pci"));
+    node.write_config(&format!(
+        "permittedHostDevices:\n  pciHostDevices:\n  - pciVendorSelector: \"10DE:1EB8\"\n    resourceName: {GPU}\n    pciAddresses: [\"0000:67:00.0\", \"0000:65:00.0\"]\n"
+    ));
+    let kubelet = kubelet(&node).await;
+    let shutdown = CancellationToken::new();
+    let agent = agent(&node, &shutdown).await;
+    wait_devices(&kubelet, GPU, &["12", "14"]).await;
+    let first = kubelet
+        .allocate(AllocationRequest::new("pod-a", "compute", GPU, 1))
+        .await
+        .expect("allocates");
+    assert_eq!(
+        first.device_ids,
+        vec!["14"],
+        "the first pinned address (0000:67:00.0) goes first"
+    );
+    let second = kubelet
+        .allocate(AllocationRequest::new("pod-b", "compute", GPU, 1))
+        .await
+        .expect("allocates");
+    assert_eq!(second.device_ids, vec!["12"]);
+    shutdown.cancel();
+    agent.wait().await;
+    kubelet.stop().await;
+}
+
 /// GET /metrics over a plain TCP connection.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)
