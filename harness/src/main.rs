@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hostdev_harness::scenario;
+use hostdev_harness::sim::{RunOptions, run_scenario};
+use hostdev_harness::suite::{self, FileResult};
 
 #[derive(Parser)]
 #[command(
@@ -19,19 +21,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check scenario files without running them; errors name the file, line and column.
-    Validate {
+    /// Run scenarios; exits 0 only if every one passes.
+    Run {
         /// Scenario files or folders (searched for *.yaml / *.yml).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Seed for every random choice, overriding the files' `seed:`.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Scenarios run at once (default: the number of CPUs).
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Print each scenario's wall time, the median and the total.
+        #[arg(long)]
+        timings: bool,
+    },
+    /// Check scenario files without running them; errors name the file, line and column.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run one scenario and print the cluster state after each step.
+    Explain {
+        file: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Print the JSON Schema of scenario files (for editors).
     Schema,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hostdev: {e:#}");
@@ -42,6 +66,84 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run {
+            paths,
+            seed,
+            jobs,
+            junit,
+            timings,
+        } => {
+            let files = scenario::collect_files(&paths)?;
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            let clock = suite::Stopwatch::start();
+            let results = suite::run_files(
+                &files,
+                RunOptions {
+                    seed,
+                    explain: false,
+                },
+                jobs,
+            );
+            let wall = clock.elapsed();
+            let mut failed = 0;
+            for (file, r) in &results {
+                match r {
+                    FileResult::Invalid(e) => {
+                        failed += 1;
+                        println!("INVALID {}\n{e}\n", file.display());
+                    }
+                    FileResult::Ran(o) if o.passed() => {
+                        if timings {
+                            println!(
+                                "PASS {:>8.1} ms  {}",
+                                o.duration.as_secs_f64() * 1e3,
+                                o.name
+                            );
+                        }
+                    }
+                    FileResult::Ran(o) => {
+                        failed += 1;
+                        println!(
+                            "FAIL {}\n{}\n",
+                            o.name,
+                            o.failure.as_deref().unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            if let Some(path) = junit {
+                std::fs::write(&path, suite::junit(&results, wall))
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            let durations: Vec<_> = results
+                .iter()
+                .filter_map(|(_, r)| {
+                    if let FileResult::Ran(o) = r {
+                        Some(o.duration)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            if timings {
+                println!(
+                    "median scenario {:.1} ms, whole run {:.1} ms ({} scenarios, {jobs} at once)",
+                    suite::median(durations).as_secs_f64() * 1e3,
+                    wall.as_secs_f64() * 1e3,
+                    results.len()
+                );
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Validate { paths } => {
             let files = scenario::collect_files(&paths)?;
             let mut bad = 0;
@@ -62,6 +164,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Explain { file, seed } => {
+            let sc = scenario::load(&file)?;
+            let out = run_scenario(
+                &sc,
+                RunOptions {
+                    seed,
+                    explain: true,
+                },
+            );
+            for s in &out.explain {
+                println!("{s}");
+            }
+            match out.failure {
+                None => {
+                    println!(
+                        "passed (seed {}, {:.1} ms)",
+                        out.seed,
+                        out.duration.as_secs_f64() * 1e3
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(f) => {
+                    println!("{f}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Schema => {
             print!("{}", hostdev_harness::SCENARIO_SCHEMA);
