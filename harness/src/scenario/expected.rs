@@ -1,17 +1,42 @@
-//! Expected values in `expect` steps: a literal, or `{oneOf: [...]}`.
+//! Expected values in `expect` steps: a literal, `{oneOf: [...]}`, or (for text)
+//! `{pattern: REGEX}` for values no scenario can know in advance, such as mdev UUIDs.
 
 use serde::Deserialize;
 use std::fmt;
 
-/// What an expectation accepts: exactly one value, or any of several.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// What an expectation accepts: exactly one value, any of several, or text matching a pattern.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Expected<T> {
     OneOf {
         #[serde(rename = "oneOf")]
         one_of: Vec<T>,
     },
+    Pattern {
+        #[serde(deserialize_with = "regex_de")]
+        pattern: regex::Regex,
+    },
     Literal(T),
+}
+
+impl<T: PartialEq> PartialEq for Expected<T> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Expected::OneOf { one_of: a }, Expected::OneOf { one_of: b }) => a == b,
+            (Expected::Pattern { pattern: a }, Expected::Pattern { pattern: b }) => {
+                a.as_str() == b.as_str()
+            }
+            (Expected::Literal(a), Expected::Literal(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn regex_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<regex::Regex, D::Error> {
+    let s = String::deserialize(d)?;
+    // Anchored: a pattern describes the whole value.
+    regex::Regex::new(&format!("^(?:{s})$"))
+        .map_err(|e| serde::de::Error::custom(format!("bad pattern {s:?}: {e}")))
 }
 
 impl<T: PartialEq> Expected<T> {
@@ -19,6 +44,8 @@ impl<T: PartialEq> Expected<T> {
         match self {
             Expected::Literal(v) => v == actual,
             Expected::OneOf { one_of } => one_of.contains(actual),
+            // Patterns only describe text; see `matches_str`.
+            Expected::Pattern { .. } => false,
         }
     }
 }
@@ -29,6 +56,7 @@ impl Expected<String> {
         match self {
             Expected::Literal(v) => v == actual,
             Expected::OneOf { one_of } => one_of.iter().any(|v| v == actual),
+            Expected::Pattern { pattern } => pattern.is_match(actual),
         }
     }
 }
@@ -47,6 +75,7 @@ impl<T: fmt::Display> fmt::Display for Expected<T> {
                 }
                 write!(f, "]")
             }
+            Expected::Pattern { pattern } => write!(f, "a match of /{}/", pattern.as_str()),
         }
     }
 }
@@ -64,6 +93,12 @@ mod tests {
         assert!(any.matches_str("b"));
         assert!(!any.matches_str("c"));
         assert_eq!(any.to_string(), "one of [a, b]");
+        let uuid: Expected<String> = serde_saphyr::from_str("{pattern: '[0-9a-f-]{36}'}").unwrap();
+        assert!(uuid.matches_str("6f0c3f2e-0000-4000-8000-000000000001"));
+        assert!(
+            !uuid.matches_str("6f0c3f2e-0000-4000-8000-000000000001x"),
+            "patterns are anchored"
+        );
         let n: Expected<i64> = serde_saphyr::from_str("2").unwrap();
         assert!(n.matches(&2));
         assert!(!n.matches(&1));

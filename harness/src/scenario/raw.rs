@@ -209,6 +209,9 @@ pub struct Expect {
     pub file: Option<Spanned<String>>,
     #[serde(default)]
     pub exists: Option<bool>,
+    /// A substring of the agent's last rejected-configuration message on `node`.
+    #[serde(default)]
+    pub config_error: Option<String>,
     #[serde(default)]
     pub vmi: Option<Spanned<String>>,
     #[serde(default)]

@@ -179,7 +179,10 @@ fn expect(
 ) -> Check {
     let about_vmi =
         e.phase.is_some() || e.reason.is_some() || e.env.is_some() || e.hostdevs.is_some();
-    let about_node = e.allocatable.is_some() || e.capacity.is_some() || e.file.is_some();
+    let about_node = e.allocatable.is_some()
+        || e.capacity.is_some()
+        || e.file.is_some()
+        || e.config_error.is_some();
     if let Some(node) = &e.node {
         known(node)?;
     }
@@ -198,7 +201,10 @@ fn expect(
         return fail(step, "phase, reason, env and hostdevs need `vmi:`");
     }
     if about_node && e.node.is_none() {
-        return fail(step, "allocatable, capacity and file need `node:`");
+        return fail(
+            step,
+            "allocatable, capacity, file and configError need `node:`",
+        );
     }
     if !about_vmi && !about_node && e.vmi.is_none() {
         return fail(

@@ -59,6 +59,18 @@ pub fn check(cluster: &Cluster, e: &Expect) -> Result<(), String> {
                 }
             }
         }
+        if let Some(want) = &e.config_error {
+            let have = node
+                .agent_status()
+                .and_then(|s| s.last_config_error)
+                .unwrap_or_default();
+            if !have.contains(want.as_str()) {
+                problems.push(format!(
+                    "agent config error on {}: expected to contain {want:?}, got {have:?}",
+                    node.name
+                ));
+            }
+        }
         if let (Some(file), Some(exists)) = (&e.file, e.exists) {
             let have = node.local_path(&file.value).symlink_metadata().is_ok();
             if have != exists {
