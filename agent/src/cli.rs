@@ -138,10 +138,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl Flags {
     /// Validates the flags into the agent's options.
     pub fn to_options(&self) -> Result<AgentOptions, CliError> {
+        self.options(self.node_name.clone())
+    }
+
+    /// Like [`Self::to_options`], for `discover`: the node name only matters to
+    /// `nodeMediatedDeviceTypes` selectors, so it falls back to this machine's host name.
+    pub fn to_discover_options(&self) -> Result<AgentOptions, CliError> {
+        let hostname = || {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        };
+        self.options(
+            self.node_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .or_else(hostname),
+        )
+    }
+
+    fn options(&self, node_name: Option<String>) -> Result<AgentOptions, CliError> {
         let config = self.config.clone().ok_or(CliError::NoConfig)?;
-        let node_name = self
-            .node_name
-            .clone()
+        let node_name = node_name
             .filter(|n| !n.is_empty())
             .ok_or(CliError::NoNodeName)?;
         let mut labels = NodeLabels::for_node(&node_name);

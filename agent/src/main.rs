@@ -22,10 +22,10 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.flags.log_format);
-    let options = cli.flags.to_options()?;
     match cli.command {
-        Some(Command::Discover { output }) => discover(&options, output),
+        Some(Command::Discover { output }) => discover(&cli.flags.to_discover_options()?, output),
         None => {
+            let options = cli.flags.to_options()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             runtime.block_on(serve(options))?;
             Ok(ExitCode::SUCCESS)

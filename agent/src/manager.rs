@@ -65,6 +65,8 @@ struct Wanted {
     rediscover: bool,
     kubelet_restarted: bool,
     removed_sockets: Vec<PathBuf>,
+    /// Re-serve plugins whose socket file vanished unnoticed (a watcher that failed).
+    check_sockets: bool,
 }
 
 impl Wanted {
@@ -131,6 +133,7 @@ impl Manager {
                     // Also re-read the file: a missed inotify event must not pin an old config.
                     wanted.reload_config = true;
                     wanted.rediscover = true;
+                    wanted.check_sockets = true;
                 }
             }
             while let Ok(event) = self.events.try_recv() {
@@ -159,6 +162,16 @@ impl Manager {
             for plugin in self.plugins.values().filter(|p| p.owns_socket(path)) {
                 tracing::info!(resource = plugin.name(), socket = %path.display(), "plugin socket removed: re-serving");
                 plugin.kubelet_restarted();
+            }
+        }
+        if wanted.check_sockets {
+            for plugin in self.plugins.values() {
+                if let Some(socket) = plugin.socket_path()
+                    && !socket.exists()
+                {
+                    tracing::warn!(resource = plugin.name(), socket = %socket.display(), "plugin socket vanished unnoticed: re-serving");
+                    plugin.kubelet_restarted();
+                }
             }
         }
     }

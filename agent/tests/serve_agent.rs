@@ -467,6 +467,32 @@ async fn pinned_addresses_are_handed_out_first() {
     kubelet.stop().await;
 }
 
+#[tokio::test]
+async fn sockets_left_by_a_killed_agent_are_cleaned_up_and_others_kept() {
+    let node = Node::new();
+    node.write_config(&config_yaml(&[("10DE:1EB8", GPU)], &[]));
+    let plugins = node.plugins();
+    // A killed agent's socket: the file stays, nobody listens.
+    let stale = plugins.join("kubevirt-nvidia.com-TU104GL_Tesla_T4-1795982797432012170.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("stale socket"));
+    // A live socket with a generated-looking name (another agent) and KubeVirt's own name.
+    let live = plugins.join("kubevirt-example.com-other-1795982797432012171.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&live).expect("live socket");
+    let kubevirt = plugins.join("kubevirt-nvidia.com-TU104GL_Tesla_T4.sock");
+    drop(std::os::unix::net::UnixListener::bind(&kubevirt).expect("kubevirt socket"));
+
+    let shutdown = CancellationToken::new();
+    let agent = agent(&node, &shutdown).await;
+    assert!(!stale.exists(), "the stale socket is removed");
+    assert!(live.exists(), "a socket someone listens on stays");
+    assert!(
+        kubevirt.exists(),
+        "KubeVirt's own socket names are never touched"
+    );
+    shutdown.cancel();
+    agent.wait().await;
+}
+
 /// GET /metrics over a plain TCP connection.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)

@@ -316,6 +316,45 @@ pub fn unique_socket_name(resource: &str) -> String {
     format!("kubevirt-{name}-{stamp}.sock")
 }
 
+/// Whether `name` is a socket name [`unique_socket_name`] makes: `kubevirt-...-<stamp>.sock` with
+/// a nanosecond stamp. KubeVirt's own sockets (`kubevirt-<name>.sock`) never match.
+pub fn is_generated_socket_name(name: &str) -> bool {
+    let Some(stem) = name
+        .strip_prefix("kubevirt-")
+        .and_then(|n| n.strip_suffix(".sock"))
+    else {
+        return false;
+    };
+    stem.rsplit_once('-')
+        .is_some_and(|(_, stamp)| stamp.len() >= 16 && stamp.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes sockets an earlier agent left behind (killed before it could clean up): names this
+/// agent generates, on which nobody listens any more. Returns the removed paths.
+pub fn remove_stale_sockets(plugin_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(plugin_dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !is_generated_socket_name(name) {
+            continue;
+        }
+        let path = entry.path();
+        let refused = matches!(
+            std::os::unix::net::UnixStream::connect(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if refused && std::fs::remove_file(&path).is_ok() {
+            tracing::info!(socket = %path.display(), "removed a stale socket of an earlier run");
+            removed.push(path);
+        }
+    }
+    removed
+}
+
 /// A running plugin: its device state, its current socket, and the task that keeps it served
 /// and registered.
 #[derive(Debug)]
@@ -492,14 +531,23 @@ impl Runner {
         let kubelet_socket = self.settings.kubelet_socket();
         let resource = self.name.clone();
         let metrics = self.settings.metrics.clone();
+        // A kubelet that is away makes every retry fail the same way: say it once (and again
+        // when the reason changes), keep the rest at debug level.
+        let mut last_reason = String::new();
         let register = register_with_backoff(
             &kubelet_socket,
             &socket_name,
             &resource,
             &generation_stop,
-            |error| {
+            move |error| {
                 metrics.error("registration");
-                tracing::warn!(%error, "registration failed; retrying");
+                let reason = error.to_string();
+                if reason != last_reason {
+                    tracing::warn!(%error, "registration failed; retrying with backoff");
+                    last_reason = reason;
+                } else {
+                    tracing::debug!(%error, "registration failed again");
+                }
             },
         );
         let mut registered = false;
@@ -554,6 +602,19 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_socket_names_are_recognised() {
+        assert!(is_generated_socket_name(&unique_socket_name(
+            "nvidia.com/T4"
+        )));
+        assert!(
+            !is_generated_socket_name("kubevirt-nvidia.com-T4.sock"),
+            "KubeVirt's own"
+        );
+        assert!(!is_generated_socket_name("kubelet.sock"));
+        assert!(!is_generated_socket_name("kubevirt-usb-1.sock"));
+    }
 
     #[test]
     fn socket_names_are_unique_and_safe() {
