@@ -298,3 +298,5 @@ fn plug_and_unplug_usb_and_pci_through_the_host() {
 }
 
 mod invariants;
+mod lspci;
+mod paths;

@@ -94,15 +94,19 @@ fn top_level(r: &mut Renderer, k: &Kernel) {
     for d in [
         "bus/pci/devices",
         "bus/pci/slots",
-        "bus/mdev/devices",
-        "bus/mdev/drivers",
         "bus/usb/devices",
         "bus/usb/drivers/usb",
-        "class/mdev_bus",
         "kernel/iommu_groups",
         "module",
     ] {
         r.dir(d);
+    }
+    // The mdev core is a module of its own, loaded with the first vendor driver that can
+    // register mediated types (or by hand); without it the kernel has no mdev bus or class.
+    if mdev_core_loaded(k) {
+        for d in ["bus/mdev/devices", "bus/mdev/drivers", "class/mdev_bus"] {
+            r.dir(d);
+        }
     }
     for root in k.pci.keys().map(|a| a.domain).chain([0]) {
         r.ro(format!("devices/pci{root:04x}:00/uevent"), "");
@@ -145,3 +149,15 @@ fn top_level(r: &mut Renderer, k: &Kernel) {
 
 #[cfg(test)]
 mod tests;
+
+/// True when `/sys/bus/mdev` exists: the `mdev` (or `vfio_mdev`) module is loaded, or a loaded
+/// driver registers mediated types for some function, or mediated devices exist.
+pub(crate) fn mdev_core_loaded(k: &Kernel) -> bool {
+    let loaded = |m: &str| k.modules.iter().any(|x| *x == crate::spec::module_name(m));
+    loaded("mdev")
+        || loaded("vfio_mdev")
+        || !k.mdevs.is_empty()
+        || k.pci
+            .values()
+            .any(|f| f.spec.mdev_types.iter().any(|t| loaded(t.driver())))
+}
