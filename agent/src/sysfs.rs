@@ -13,7 +13,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -434,10 +434,22 @@ impl SysDir {
         let (fd, _) = self
             .open_beneath(false, name, OFlag::O_RDONLY, Links::Follow)
             .map_err(|e| io_err("open", &rel, e))?;
-        let mut file = std::fs::File::from(fd);
-        let mut buf = Vec::with_capacity(256);
-        file.read_to_end(&mut buf)
-            .map_err(|e| io_err("read", &rel, io_errno(&e)))?;
+        // Attributes are at most a page: read page-sized chunks until a short read, and spare
+        // the statx/lseek that read_to_end spends on sizing (sysfs reports 4096 anyway).
+        let mut page = [0u8; 4096];
+        let mut buf = Vec::new();
+        loop {
+            match nix::unistd::read(&fd, &mut page) {
+                Ok(n) => {
+                    buf.extend_from_slice(&page[..n]);
+                    if n < page.len() {
+                        break;
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(io_err("read", &rel, e)),
+            }
+        }
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 

@@ -150,3 +150,91 @@ fn mdev_reconcile_on_a_mocksys_mount_creates_removes_and_recreates() {
         8
     );
 }
+
+/// A large host on the FUSE mount: 1,024 NVMe functions on vfio-pci, 32 T4s whose 512 mdevs the
+/// reconcile creates through `create`, 256 USB devices. Every one is advertised. Timings are
+/// printed for information only.
+#[test]
+fn large_host_on_a_mocksys_mount() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("SKIPPED: /dev/fuse is missing on this machine");
+        return;
+    }
+    let mut yaml = String::from("pci:\n");
+    for i in 0..1024u32 {
+        let addr = format!("0000:{:02x}:{:02x}.{}", 1 + i / 64, (i / 8) % 8, i % 8);
+        yaml += &format!(
+            "  - {{address: \"{addr}\", preset: qemu-nvme, driver: vfio-pci, iommuGroup: {i}, numaNode: {}}}\n",
+            i % 2
+        );
+    }
+    for p in 0..32u32 {
+        yaml += &format!(
+            "  - {{address: \"0000:{:02x}:00.0\", preset: tesla-t4, driver: nvidia, iommuGroup: {}, numaNode: 0}}\n",
+            0x80 + p,
+            5000 + p
+        );
+    }
+    yaml += "usb:\n";
+    for i in 0..256u32 {
+        yaml += &format!(
+            "  - {{bus: {}, port: \"{}\", preset: qemu-usb-storage}}\n",
+            1 + i / 16,
+            1 + i % 16
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = HostSpec::from_yaml_str(&yaml, "large.yaml").expect("host spec");
+    let backend: Arc<dyn SysBackend> = Arc::new(Host::from_spec(&spec).expect("host"));
+    let m = Mounted {
+        mount: Some(Mount::new(backend, dir.path(), MountOptions::default()).expect("mount")),
+        _dir: dir,
+    };
+    let paths = m.paths();
+    let cfg = parse(
+        &format!("{CONFIG}mediatedDevicesConfiguration:\n  mediatedDeviceTypes: [nvidia-234, nvidia-229]\n"),
+        "large",
+    )
+    .unwrap()
+    .with_serve(ServeMode::All);
+    let mdevs = reconcile_mdevs(
+        &paths,
+        &cfg,
+        &NodeLabels::for_node("n"),
+        &mut SeededUuids::new(7),
+    );
+    assert!(
+        mdevs.errors.is_empty(),
+        "{:?}",
+        &mdevs.errors[..3.min(mdevs.errors.len())]
+    );
+    assert_eq!(
+        mdevs.created.len(),
+        32,
+        "one instance of a 16Q / 16A type per card"
+    );
+    let t = std::time::Instant::now();
+    let inv = discover(&paths, &cfg);
+    let took = t.elapsed();
+    assert_eq!(
+        inv.resources["devices.kubevirt.io/nvme"].devices.len(),
+        1024
+    );
+    assert_eq!(inv.resources["kubevirt.io/storage"].devices.len(), 256);
+    assert!(
+        inv.resources["devices.kubevirt.io/nvme"]
+            .devices
+            .iter()
+            .all(|d| d.healthy)
+    );
+    let skipped_mdevs = inv
+        .skipped
+        .iter()
+        .filter(|s| s.device.starts_with("mdev "))
+        .count();
+    assert_eq!(
+        skipped_mdevs, 32,
+        "16Q/16A mdevs match no GRID T4-2Q selector and are explained"
+    );
+    eprintln!("discover on FUSE (1,024 PCI + 32 mdev + 256 USB): {took:?} (information only)");
+}

@@ -77,6 +77,7 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
     };
     let served = selectors(ctx.cfg);
     let mut candidates = Vec::new();
+    let mut host_bound: Vec<HostBound> = Vec::new();
     for name in names {
         let label = format!("pci {name}");
         let mut skip = |reason: String| {
@@ -105,6 +106,7 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
             .iter()
             .filter(|(_, s)| s.matches(vendor, device, &address));
         let Some((resource, selector)) = matching.next() else {
+            host_bound.extend(HostBound::of(&dir, &address, None));
             skip(ctx.unserved_reason(&ids, |r| {
                 match &r.source {
                     ResourceSource::Pci(sels) => sels
@@ -129,6 +131,7 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
             Ok(Some(d)) if d == VFIO_DRIVER => {}
             Ok(Some(d)) => {
                 skip(format!("{wanted} but is bound to {d}, not {VFIO_DRIVER}"));
+                host_bound.extend(HostBound::of(&dir, &address, Some(d)));
                 continue;
             }
             Ok(None) => {
@@ -169,10 +172,10 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
         if blocked.contains_key(&c.group) {
             continue;
         }
-        let permitted: Vec<&str> = (candidates.iter().filter(|o| o.group == c.group))
-            .map(|o| o.label.trim_start_matches("pci "))
+        let blockers: Vec<String> = (host_bound.iter())
+            .filter(|h| h.group == c.group && !h.is_bridge(ctx.root))
+            .map(|h| format!("{} (bound to {})", h.address, h.driver))
             .collect();
-        let blockers = group_blockers(ctx.root, c.group, &permitted);
         if !blockers.is_empty() {
             blocked.insert(
                 c.group,
@@ -197,29 +200,36 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
     }
 }
 
-/// Devices sharing `group` with permitted ones that make the group unusable for VFIO: bound to
-/// a host driver other than vfio-pci/pci-stub, and not a bridge (the kernel lets bridges be).
-fn group_blockers(root: &SysDir, group: u32, permitted: &[&str]) -> Vec<String> {
-    let Some(rel) = RelPath::new(&format!("kernel/iommu_groups/{group}/devices")) else {
-        return Vec::new();
-    };
-    let Ok(dir) = root.open_from_root(&rel) else {
-        return Vec::new();
-    };
-    let names = dir.list(None).unwrap_or_default();
-    names
-        .into_iter()
-        .filter(|n| !permitted.contains(&n.as_str()))
-        .filter_map(|n| {
-            let dev = dir.follow(&n).ok()?;
-            let driver = read_driver(&dev).ok()??;
-            if driver == VFIO_DRIVER || driver == "pci-stub" {
-                return None;
-            }
-            let bridge = dev
-                .read_trimmed("class")
-                .is_ok_and(|c| c.starts_with("0x0604"));
-            (!bridge).then(|| format!("{n} (bound to {driver})"))
+/// A function bound to a host driver other than vfio-pci/pci-stub: it makes its IOMMU group
+/// unusable for VFIO (unless it is a bridge, which the kernel lets be), so a permitted function
+/// sharing the group is explained.
+struct HostBound {
+    address: String,
+    group: u32,
+    driver: String,
+    rel: RelPath,
+}
+
+impl HostBound {
+    fn of(dir: &SysDir, address: &str, driver: Option<String>) -> Option<HostBound> {
+        let driver = match driver {
+            Some(d) => d,
+            None => read_driver(dir).ok()??,
+        };
+        if driver == VFIO_DRIVER || driver == "pci-stub" {
+            return None;
+        }
+        Some(HostBound {
+            address: address.to_string(),
+            group: read_iommu_group(dir).ok()?,
+            driver,
+            rel: dir.rel().clone(),
         })
-        .collect()
+    }
+
+    fn is_bridge(&self, root: &SysDir) -> bool {
+        (root.open_from_root(&self.rel))
+            .and_then(|d| d.read_trimmed("class"))
+            .is_ok_and(|c| c.starts_with("0x0604"))
+    }
 }

@@ -61,7 +61,14 @@ fn up(rel: &str) -> String {
 
 impl FakeHost {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        // tmpfs when there is one: in memory like sysfs, and fast to build and tear down.
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
         let sys = dir.path().join("sys");
         let dev = dir.path().join("dev");
         for d in [
