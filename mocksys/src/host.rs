@@ -86,6 +86,46 @@ impl Host {
         &self.0.faults
     }
 
+    /// Arms a fault so that it fires even where a front end caches content: the paths the rule
+    /// names are announced as changed, so the FUSE page cache drops them and the next read
+    /// reaches the host (a rule added through [`Host::faults`] alone may be answered from cache).
+    pub fn inject_fault(&self, rule: crate::faults::FaultRule) -> crate::faults::FaultId {
+        let _order = self.0.order.lock();
+        let id = self.0.faults.add(rule.clone());
+        let change = {
+            let st = self.0.state.lock();
+            let pattern = normalize(&rule.path).to_owned();
+            let mut changed: Vec<String> = match pattern.strip_suffix('*') {
+                Some(prefix) => st
+                    .tree
+                    .iter()
+                    .filter(|(p, n)| p.starts_with(prefix) && !n.is_dir())
+                    .map(|(p, _)| p.to_owned())
+                    .collect(),
+                None => [Some(pattern.clone()), resolve(&st.tree, &pattern).ok()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| st.tree.get(p).is_some())
+                    .collect(),
+            };
+            changed.sort();
+            changed.dedup();
+            Change {
+                tree: st.tree.clone(),
+                diff: crate::tree::TreeDiff {
+                    changed,
+                    ..Default::default()
+                },
+                dev_nodes: st.dev_nodes.clone(),
+                uevents: Vec::new(),
+            }
+        };
+        for s in self.0.subscribers.read().iter() {
+            s(&change);
+        }
+        id
+    }
+
     /// Runs `f` on the model as it is now (read-only). `f` runs under the model lock: it must
     /// not call back into this host.
     pub fn inspect<T>(&self, f: impl FnOnce(&Kernel) -> T) -> T {

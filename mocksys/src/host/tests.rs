@@ -300,3 +300,46 @@ fn plug_and_unplug_usb_and_pci_through_the_host() {
 mod invariants;
 mod lspci;
 mod paths;
+
+#[test]
+fn injected_faults_announce_the_paths_they_cover_so_caches_drop_them() {
+    let h = example();
+    let seen = recorder(&h);
+    h.inject_fault(FaultRule::errno(
+        "/sys/bus/pci/devices/0000:05:00.0/uevent",
+        Errno::EIO,
+        Times::Once,
+    ));
+    let changes = seen.lock().unwrap();
+    assert_eq!(changes.len(), 1);
+    let changed = &changes[0].diff.changed;
+    assert!(
+        changed.contains(&"devices/pci0000:00/0000:05:00.0/uevent".to_owned()),
+        "{changed:?}"
+    );
+    assert!(changes[0].uevents.is_empty());
+    drop(changes);
+    assert_eq!(
+        h.read("bus/pci/devices/0000:05:00.0/uevent"),
+        Err(Errno::EIO)
+    );
+
+    // A prefix rule announces every attribute under it.
+    h.inject_fault(FaultRule::errno(
+        "/sys/devices/pci0000:00/0000:06:00.0/*",
+        Errno::EIO,
+        Times::Always,
+    ));
+    let changes = seen.lock().unwrap();
+    let changed = &changes[1].diff.changed;
+    assert!(
+        changed.iter().any(|p| p.ends_with("0000:06:00.0/vendor")),
+        "{changed:?}"
+    );
+    assert!(
+        changed
+            .iter()
+            .all(|p| p.starts_with("devices/pci0000:00/0000:06:00.0/")),
+        "{changed:?}"
+    );
+}
