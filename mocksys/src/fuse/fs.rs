@@ -45,7 +45,18 @@ impl SysFs {
                     .count();
                 (FileType::Directory, 0, 2 + subdirs as u32)
             }
-            NodeKind::File { size, .. } => (FileType::RegularFile, *size, 1),
+            // Fast mode: the kernel's page cache serves `i_size` bytes and drops the page
+            // whenever a GETATTR answers another size (one follows every READ, for atime), so
+            // the size must be the content length there; strict mode reports sysfs's 4096.
+            NodeKind::File { size, content } => {
+                // A write-only attribute keeps 4096, so a read reaches us and gets EACCES.
+                let size = if self.options.strict_open || !node.readable() {
+                    *size
+                } else {
+                    content.len() as u64
+                };
+                (FileType::RegularFile, size, 1)
+            }
             NodeKind::Symlink { .. } => (FileType::Symlink, 0, 1),
         };
         let mtime = self.cache.mtime(node.ino);
