@@ -53,7 +53,7 @@ fn text_explains_every_advertised_and_skipped_device() {
         "note: IOMMU group 5 holds 2 permitted PCI devices",
         "devices.kubevirt.io/nvme (pci): 0 device(s)",
         "pci 0000:05:00.0  [8086:5845] matches permittedHostDevices.pciHostDevices[1] (devices.kubevirt.io/nvme) but is bound to nvme, not vfio-pci",
-        "usb 1-1           unsafe device node: DEVNAME \"../../etc/shadow\"",
+        "usb 1-1           [46f4:0001] unsafe device node: DEVNAME \"../../etc/shadow\"",
         "usb 1-2           [045e:07a5] is in an incomplete bundle of kubevirt.io/peripherals",
         "Configuration entries not served (1):",
         "permittedHostDevices.pciHostDevices[2].resourceName: \"sound\" has no domain prefix",
@@ -135,4 +135,23 @@ fn real_sysfs_runs_cleanly_and_explains_every_pci_function() {
         "no bus-level failure on a real host:\n{text}"
     );
     assert_eq!(inv.resources.len(), 4);
+}
+
+/// The whole text, against a golden file (`HOSTDEV_BLESS=1` rewrites it after a deliberate change).
+#[test]
+fn text_matches_the_golden_file() {
+    let (host, cfg) = fixture_host();
+    let text = render_text(&discover(&host.paths, &cfg), &cfg);
+    let golden = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/explain/fixture-host.txt");
+    if std::env::var_os("HOSTDEV_BLESS").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|e| panic!("{}: {e} (HOSTDEV_BLESS=1 writes it)", golden.display()));
+    assert_eq!(
+        text, expected,
+        "discover text changed; if deliberate, rerun with HOSTDEV_BLESS=1"
+    );
 }

@@ -67,9 +67,9 @@ pub fn read_device(dir: &SysDir, path: &str) -> Result<UsbDevice, String> {
     let bus = number("BUSNUM", "busnum")?;
     let devnum = number("DEVNUM", "devnum")?;
     let devname = match field("DEVNAME") {
-        Some(d) => {
-            check_dev_relative(d).map_err(|why| format!("unsafe device node: {why}; not served"))?
-        }
+        Some(d) => check_dev_relative(d).map_err(|why| {
+            format!("[{vendor:04x}:{product:04x}] unsafe device node: {why}; not served")
+        })?,
         None => format!("bus/usb/{bus:03}/{devnum:03}"),
     };
     Ok(UsbDevice {
