@@ -1,9 +1,10 @@
 //! Shared core of one fake kubelet: the state lock, change notification, events, the log and
 //! checkpoint persistence. Everything that mutates state goes through [`Core::commit`], which
-//! writes the checkpoint, then wakes `wait_for` callers, then publishes events, in that order,
-//! so an observer that saw a change also finds it on disk.
+//! queues the new checkpoint (see [`crate::persist`]), then wakes `wait_for` callers, then
+//! publishes events.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -14,16 +15,16 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{self, CheckpointData};
 use crate::config::Config;
 use crate::events::{KubeletEvent, LogRing};
+use crate::persist::CheckpointWriter;
 use crate::state::State;
 
 pub(crate) struct Core {
     pub(crate) config: Config,
-    pub(crate) state: Mutex<State>,
+    pub(crate) state: Arc<Mutex<State>>,
     changed: watch::Sender<u64>,
     events: broadcast::Sender<KubeletEvent>,
-    log: Mutex<LogRing>,
-    /// Sequence of the last checkpoint written; a slower writer never overwrites a newer one.
-    written: Mutex<u64>,
+    log: Arc<Mutex<LogRing>>,
+    writer: CheckpointWriter,
     checkpoint_seq: AtomicU64,
     generation: AtomicU64,
     pub(crate) run: Mutex<Option<Run>>,
@@ -44,14 +45,36 @@ pub(crate) enum Persist {
 
 impl Core {
     pub(crate) fn new(config: Config) -> Self {
-        let log = LogRing::new(config.log_capacity);
+        let log = Arc::new(Mutex::new(LogRing::new(config.log_capacity)));
+        let events = broadcast::channel(4096).0;
+        let on_error = {
+            let log = Arc::clone(&log);
+            let events: broadcast::Sender<KubeletEvent> = events.clone();
+            Box::new(move |message: String| {
+                tracing::warn!(target: "fake_kubelet", "error: {message}");
+                log.lock().push(format!("error: {message}"));
+                let _ = events.send(KubeletEvent::Error {
+                    context: "writing checkpoint".into(),
+                    message,
+                });
+            })
+        };
+        let state = Arc::new(Mutex::new(State::default()));
+        let snapshot = {
+            // Holds the state, never the core: the writer thread must not own what joins it.
+            let state = Arc::clone(&state);
+            Box::new(move || {
+                let data = checkpoint_data(&state.lock());
+                serde_json::to_vec(&data.into_checkpoint()).unwrap_or_default()
+            })
+        };
         Self {
+            writer: CheckpointWriter::new(config.checkpoint_path(), snapshot, on_error),
             config,
-            state: Mutex::new(State::default()),
+            state,
             changed: watch::channel(0).0,
-            events: broadcast::channel(4096).0,
-            log: Mutex::new(log),
-            written: Mutex::new(0),
+            events,
+            log,
             checkpoint_seq: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             run: Mutex::new(None),
@@ -87,13 +110,11 @@ impl Core {
         persist: Persist,
         events: Vec<KubeletEvent>,
     ) {
-        let pending = (persist == Persist::Yes && state.running).then(|| {
-            let seq = self.checkpoint_seq.fetch_add(1, Ordering::Relaxed) + 1;
-            (seq, checkpoint_json(&state))
-        });
+        let pending = (persist == Persist::Yes && state.running)
+            .then(|| self.checkpoint_seq.fetch_add(1, Ordering::Relaxed) + 1);
         drop(state);
-        if let Some((seq, json)) = pending {
-            self.write_checkpoint(seq, &json);
+        if let Some(seq) = pending {
+            self.writer.request(seq);
         }
         self.changed.send_modify(|v| *v += 1);
         for e in events {
@@ -107,19 +128,9 @@ impl Core {
         let _ = self.events.send(event);
     }
 
-    fn write_checkpoint(&self, seq: u64, json: &[u8]) {
-        let mut written = self.written.lock();
-        if seq <= *written {
-            return;
-        }
-        *written = seq;
-        if let Err(e) = checkpoint::write_json(&self.config.checkpoint_path(), json) {
-            self.log(format!("error: {e}"));
-            self.emit(KubeletEvent::Error {
-                context: "writing checkpoint".into(),
-                message: e.to_string(),
-            });
-        }
+    /// Waits until every checkpoint change made so far is on disk.
+    pub(crate) async fn flush_checkpoint(&self) {
+        self.writer.flush().await;
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -146,8 +157,4 @@ pub(crate) fn checkpoint_data(state: &State) -> CheckpointData {
             })
             .collect(),
     }
-}
-
-fn checkpoint_json(state: &State) -> Vec<u8> {
-    serde_json::to_vec(&checkpoint_data(state).into_checkpoint()).unwrap_or_default()
 }

@@ -64,6 +64,7 @@ impl FakeKubelet {
                 self.core.config.socket_path().display()
             )),
         }
+        self.core.flush_checkpoint().await;
         self.core.log("fake kubelet stopped");
         let state = self.core.state.lock();
         self.core
@@ -77,6 +78,8 @@ impl FakeKubelet {
             // Aborted; awaiting makes sure the listener is dropped. The result is the cancellation.
             let _ = server.await;
         }
+        // Changes acknowledged before the crash are on disk, as with the kubelet's synchronous writes.
+        self.core.flush_checkpoint().await;
         self.core.log("fake kubelet killed");
         let state = self.core.state.lock();
         self.core
@@ -94,6 +97,12 @@ impl FakeKubelet {
     /// Starts again after [`kill`](Self::kill) or [`stop`](Self::stop), exactly like a restart.
     pub fn resume(&self) -> Result<(), KubeletError> {
         start_run(&self.core)
+    }
+
+    /// Waits until the checkpoint on disk reflects every change made so far. Read the file
+    /// after this; the writes themselves happen in the background.
+    pub async fn flush_checkpoint(&self) {
+        self.core.flush_checkpoint().await;
     }
 
     pub fn config(&self) -> &Config {

@@ -8,7 +8,8 @@
 //! - [`selection`]: which devices a container gets (NUMA, preferred, seeded random choice).
 //! - [`allocation`]: GetPreferredAllocation, Allocate, PreStartContainer round trips.
 //! - [`state`]: what the device manager knows; read it in [`FakeKubelet::wait_for`].
-//! - [`checkpoint`]: `kubelet_internal_checkpoint` in the kubelet's JSON shape.
+//! - [`checkpoint`]: `kubelet_internal_checkpoint` in the kubelet's JSON shape, written in the
+//!   background after every change (`persist`); [`FakeKubelet::flush_checkpoint`] waits for it.
 //! - [`events`]: [`KubeletEvent`] stream and the bounded log.
 //! - [`resource_name`]: the extended-resource-name rule.
 //! - [`error`]: every error, with the kubelet's texts.
@@ -20,6 +21,7 @@ mod core;
 pub mod error;
 pub mod events;
 pub mod kubelet;
+mod persist;
 pub mod registration;
 pub mod resource_name;
 pub mod selection;

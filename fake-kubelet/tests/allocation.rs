@@ -219,6 +219,7 @@ async fn numa_aligned_devices_come_first_and_the_checkpoint_keys_them_by_node() 
     assert_eq!(last_pref.must_include_device_i_ds, vec!["n0-a", "n0-b"]);
     assert_eq!(last_pref.allocation_size, 3);
 
+    kubelet.flush_checkpoint().await;
     let cp = fake_kubelet::checkpoint::read(&kubelet.checkpoint_path())
         .expect("valid")
         .expect("written");

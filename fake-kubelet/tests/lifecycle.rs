@@ -46,6 +46,7 @@ async fn the_checkpoint_after_each_change_round_trips_through_a_restart() {
         .await
         .expect("allocated");
 
+    kubelet.flush_checkpoint().await;
     let text = std::fs::read_to_string(kubelet.checkpoint_path()).expect("checkpoint written");
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
     let entry = &json["Data"]["PodDeviceEntries"][0];
@@ -142,6 +143,7 @@ async fn a_restored_resource_without_its_plugin_is_removed_after_the_grace_perio
     )
     .await
     .expect("removed");
+    kubelet.flush_checkpoint().await;
     let cp = fake_kubelet::checkpoint::read(&kubelet.checkpoint_path())
         .expect("valid")
         .expect("present");
@@ -203,4 +205,25 @@ async fn stop_ends_plugin_streams_and_removes_the_socket_while_kill_leaves_it() 
             .await
             .is_ok()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_kubelet_resumes_with_every_acknowledged_allocation() {
+    let (_dir, kubelet) = kubelet(LONG_GRACE).await;
+    let _plugin = registered(
+        &kubelet,
+        "p.sock",
+        GPU,
+        healthy(&["a", "b"]),
+        Behaviour::default(),
+    )
+    .await;
+    let got = kubelet
+        .allocate(AllocationRequest::new("pod-1", "main", GPU, 1))
+        .await
+        .expect("allocated");
+    kubelet.kill().await;
+    kubelet.resume().expect("resumed");
+    assert_eq!(kubelet.pod_allocations("pod-1"), vec![got]);
+    assert_eq!(kubelet.node_status().resources[GPU].capacity, 0);
 }
