@@ -245,3 +245,55 @@ fn lspci_sees_the_host_through_a_bind_over_sys() {
     assert!(text.contains("[10de:1eb8]"), "{text}");
     assert!(text.contains("Kernel driver in use: nvme"), "{text}");
 }
+
+#[rstest::rstest]
+fn writes_through_the_mount_under_concurrent_lookups_never_deadlock(
+    #[values(false, true)] strict: bool,
+) {
+    require_fuse!();
+    let s = serve(fuse(strict));
+    let sys = s.mount.sys_path();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (sys, stop) = (sys.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let dev = sys.join("bus/pci/devices/0000:00:05.0");
+                let mut rounds = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = fs::read_dir(&dev).map(|d| d.count());
+                    let _ = fs::read_dir(sys.join("bus/pci/drivers/nvme")).map(|d| d.count());
+                    let _ = fs::symlink_metadata(dev.join("driver"));
+                    let _ = fs::read_to_string(dev.join("uevent"));
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let sys2 = sys.clone();
+    common::within(
+        Duration::from_secs(60),
+        "100 bind/unbind writes",
+        move || {
+            let write = |path: &str, value: &str| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(sys2.join(path))
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+            };
+            for _ in 0..50 {
+                write("bus/pci/drivers/nvme/unbind", "0000:00:05.0\n").unwrap();
+                write("bus/pci/drivers/nvme/bind", "0000:00:05.0\n").unwrap();
+            }
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(
+        fs::canonicalize(sys.join("bus/pci/devices/0000:00:05.0/driver")).unwrap(),
+        sys.join("bus/pci/drivers/nvme")
+    );
+}
