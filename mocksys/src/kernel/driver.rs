@@ -74,6 +74,7 @@ impl Kernel {
                 .collect();
             for a in unbound {
                 if self.matches(&name, a) {
+                    // A probe that fails at module load leaves the device unbound, silently.
                     let _ = self.try_bind(&name, a);
                 }
             }
@@ -131,9 +132,9 @@ impl Kernel {
 
     /// Detaches the driver: the parent's mdevs and VFs go first, then the unbind uevent.
     pub(super) fn detach(&mut self, address: PciAddress) {
-        let Some(driver) = self.pci.get(&address).and_then(|f| f.driver.clone()) else {
+        if self.pci.get(&address).is_none_or(|f| f.driver.is_none()) {
             return;
-        };
+        }
         self.remove_mdevs_of(address);
         if self.pci.get(&address).is_some_and(|f| f.num_vfs > 0) {
             self.disable_vfs(address);
@@ -141,7 +142,6 @@ impl Kernel {
         if let Some(f) = self.pci.get_mut(&address) {
             f.driver = None;
         }
-        let _ = driver;
         self.emit_pci("unbind", address);
     }
 

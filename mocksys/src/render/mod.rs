@@ -135,7 +135,7 @@ fn top_level(r: &mut Renderer, k: &Kernel) {
         r.link(format!("{dir}/module"), &format!("module/{}", d.module));
         r.link(format!("module/{}/drivers/pci:{}", d.module, d.name), &dir);
     }
-    for (g, members) in k.iommu_groups() {
+    for g in k.iommu_groups().into_keys() {
         let dir = format!("kernel/iommu_groups/{g}");
         r.ro(format!("{dir}/type"), "DMA\n");
         r.ro(
@@ -143,7 +143,6 @@ fn top_level(r: &mut Renderer, k: &Kernel) {
             "0x00000000fee00000 0x00000000feefffff msi\n",
         );
         r.dir(&format!("{dir}/devices"));
-        let _ = members;
     }
 }
 
