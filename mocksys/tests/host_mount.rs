@@ -297,3 +297,24 @@ fn writes_through_the_mount_under_concurrent_lookups_never_deadlock(
         sys.join("bus/pci/drivers/nvme")
     );
 }
+
+#[test]
+fn dev_tree_changes_raise_inotify_events() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    require_fuse!();
+    let s = serve(fuse(false));
+    let vfio = s.mount.dev_path().join("vfio");
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+    inotify
+        .add_watch(&vfio, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE)
+        .unwrap();
+    s.host.vfio_bind("0000:00:05.0").unwrap();
+    let mut names = Vec::new();
+    let seen = common::wait_for(Duration::from_secs(10), || {
+        if let Ok(events) = inotify.read_events() {
+            names.extend(events.into_iter().filter_map(|e| e.name));
+        }
+        names.iter().any(|n| n == "12")
+    });
+    assert!(seen, "IN_CREATE for /dev/vfio/12, got {names:?}");
+}
