@@ -40,6 +40,8 @@ fn devname_escaping_the_dev_root_is_rejected_and_reported() {
         ("/etc/shadow", "is absolute"),
         ("bus/usb/../../../etc/shadow", "\"..\" component"),
         ("bus//usb/001/002", "\"\" component"),
+        ("mem", "is not the node of bus 1 device 2 (bus/usb/001/002)"),
+        ("bus/usb/001/003", "is not the node of bus 1 device 2"),
     ] {
         let host = FakeHost::new();
         host.add_usb("1-1", 0x46f4, 0x0001, 2, Some(bad));
@@ -236,4 +238,57 @@ fn lexical_join_and_devname_checks() {
     );
     assert!(check_dev_relative("").is_err());
     assert!(check_dev_relative("bus/usb/./002").is_err());
+}
+
+/// Names sysfs gives devices end up in comma-joined env vars and libvirt XML: only the
+/// kernel's own forms are accepted.
+#[test]
+fn device_names_not_in_kernel_form_are_refused() {
+    let host = FakeHost::new();
+    let real = host.add_pci(Pci::vfio("0000:65:00.0", 0x10de, 0x1eb8, 1));
+    symlink(
+        &real,
+        host.sys().join("bus/pci/devices/0000:65:00.0,0000:66:00.0"),
+    )
+    .unwrap();
+    host.add_mdev_parent("0000:66:00.0", 0, &[("nvidia-230", "GRID T4-1Q", 16)]);
+    host.add_mdev(
+        "0000:66:00.0",
+        "6f0c0a55-0c4e-4d4b-9a7c-1b1a2f3e4d5c",
+        "nvidia-230",
+        40,
+    );
+    symlink(
+        "../../../devices/pci0000:00/0000:66:00.0/6f0c0a55-0c4e-4d4b-9a7c-1b1a2f3e4d5c",
+        host.sys().join("bus/mdev/devices/x,y"),
+    )
+    .unwrap();
+    host.add_usb("1-1", 0x46f4, 0x0001, 2, None);
+    symlink(
+        "../../../devices/pci0000:00/0000:00:14.0/usb1/1-1",
+        host.sys().join("bus/usb/devices/1-1,2-2"),
+    )
+    .unwrap();
+    let cfg = support::config_all(&format!(
+        "{T4}  mediatedDevices:\n  - {{mdevNameSelector: GRID T4-1Q, resourceName: nvidia.com/q}}\n  usb:\n  - resourceName: kubevirt.io/storage\n    selectors: [{{vendor: '46f4', product: '0001'}}]\n"
+    ));
+    let inv = discover(&host.paths, &cfg);
+    assert_eq!(inv.resources["nvidia.com/T4"].devices.len(), 1);
+    assert_eq!(inv.resources["nvidia.com/q"].devices.len(), 1);
+    assert_eq!(inv.resources["kubevirt.io/storage"].devices.len(), 1);
+    assert!(
+        skipped(&inv, "pci 0000:65:00.0,0000:66:00.0")
+            .reason
+            .contains("is not a PCI address")
+    );
+    assert!(
+        skipped(&inv, "mdev x,y")
+            .reason
+            .contains("is not a lower-case hyphenated UUID")
+    );
+    assert!(
+        skipped(&inv, "usb 1-1,2-2")
+            .reason
+            .contains("is not a USB port path")
+    );
 }

@@ -28,7 +28,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use labels::{LabelsError, NodeLabels};
-pub use validate::{normalize_mdev_name, normalize_pci_address};
+pub use validate::{is_usb_port, normalize_mdev_name, normalize_pci_address};
 
 use crate::inventory::DeviceKind;
 

@@ -108,7 +108,8 @@ pub fn normalize_mdev_name(s: &str) -> String {
     s.trim().replace(' ', "_")
 }
 
-fn is_usb_port(s: &str) -> bool {
+/// A USB device's sysfs name: `<bus>-<port>[.<port>...]`, decimal.
+pub fn is_usb_port(s: &str) -> bool {
     let Some((bus, ports)) = s.split_once('-') else {
         return false;
     };

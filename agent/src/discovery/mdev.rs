@@ -69,6 +69,12 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
                 reason,
             })
         };
+        // Names end up in MDEV_PCI_RESOURCE_* (comma-joined) and libvirt XML: UUIDs only.
+        let canonical = uuid::Uuid::parse_str(&uuid).map(|u| u.hyphenated().to_string());
+        if canonical.as_deref() != Ok(uuid.as_str()) {
+            skip(format!("{uuid:?} is not a lower-case hyphenated UUID"));
+            continue;
+        }
         let dir = match bus.entry(&uuid) {
             Ok(dir) => dir,
             Err(e) => {

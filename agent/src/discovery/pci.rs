@@ -1,6 +1,6 @@
 //! PCI functions bound to vfio-pci, matched by vendor:device (and optional address pins).
 
-use crate::config::{PciSelector, ResourceConfig, ResourceSource};
+use crate::config::{PciSelector, ResourceConfig, ResourceSource, normalize_pci_address};
 use crate::inventory::{Inventory, Member, Skipped};
 use crate::sysfs::{RelPath, SysDir, SysfsError};
 
@@ -86,6 +86,11 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
                 reason,
             })
         };
+        // Names end up in PCI_RESOURCE_* (comma-joined) and libvirt XML: only the kernel's form.
+        if normalize_pci_address(&name).as_deref() != Some(name.to_ascii_lowercase().as_str()) {
+            skip(format!("{name:?} is not a PCI address (dddd:bb:dd.f)"));
+            continue;
+        }
         let dir = match bus.entry(&name) {
             Ok(dir) => dir,
             Err(e) => {

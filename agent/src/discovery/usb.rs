@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use crate::config::{ResourceConfig, ResourceSource, UsbBundle, normalize_pci_address};
+use crate::config::{
+    ResourceConfig, ResourceSource, UsbBundle, is_usb_port, normalize_pci_address,
+};
 use crate::inventory::{Inventory, Member, PluginDevice, Skipped};
 use crate::sysfs::{RelPath, SysDir, check_dev_relative};
 
@@ -66,11 +68,22 @@ pub fn read_device(dir: &SysDir, path: &str) -> Result<UsbDevice, String> {
     };
     let bus = number("BUSNUM", "busnum")?;
     let devnum = number("DEVNUM", "devnum")?;
+    // The kernel names every USB device node bus/usb/BBB/DDD. Anything else (a path out of the
+    // dev root, or another node inside it such as `mem` or `sda`) is never handed to a container.
+    let node = format!("bus/usb/{bus:03}/{devnum:03}");
+    let unsafe_node =
+        |why: String| format!("[{vendor:04x}:{product:04x}] unsafe device node: {why}; not served");
     let devname = match field("DEVNAME") {
-        Some(d) => check_dev_relative(d).map_err(|why| {
-            format!("[{vendor:04x}:{product:04x}] unsafe device node: {why}; not served")
-        })?,
-        None => format!("bus/usb/{bus:03}/{devnum:03}"),
+        Some(d) => {
+            let d = check_dev_relative(d).map_err(unsafe_node)?;
+            if d != node {
+                return Err(unsafe_node(format!(
+                    "DEVNAME {d:?} is not the node of bus {bus} device {devnum} ({node})"
+                )));
+            }
+            d
+        }
+        None => node,
     };
     Ok(UsbDevice {
         path: path.to_string(),
@@ -130,12 +143,20 @@ pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
             return;
         }
     };
+    // Root hubs (usbN) and interfaces (with ':') are not devices to hand out.
     names.retain(|n| !n.starts_with("usb") && !n.contains(':'));
     names.sort_by_key(|n| natural_key(n));
     let mut numa_cache: HashMap<RelPath, Option<i64>> = HashMap::new();
     let mut devices = Vec::new();
     for name in names {
         let label = format!("usb {name}");
+        if !is_usb_port(&name) {
+            inv.skipped.push(Skipped {
+                device: label,
+                reason: format!("{name:?} is not a USB port path (bus-port[.port...])"),
+            });
+            continue;
+        }
         let read = bus
             .entry(&name)
             .map_err(|e| format!("cannot open: {e}"))
