@@ -369,11 +369,19 @@ pub fn yaml_error(file: &str, e: &serde_saphyr::Error) -> SpecError {
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
+    // The bare message: the position is ours to print, and a snippet would repeat it.
+    let message = serde_saphyr::MessageFormatter::format_message(
+        &serde_saphyr::DefaultMessageFormatter,
+        e.without_snippet(),
+    )
+    .chars()
+    .map(|c| if c.is_control() { ' ' } else { c })
+    .collect();
     SpecError::Yaml {
         file: file.to_owned(),
         line,
         column,
-        message: e.to_string(),
+        message,
     }
 }
 

@@ -205,3 +205,10 @@ fn vfio_pci_at_boot_without_iommu_is_an_error() {
     assert_eq!(invalid_at(&e).2, "pci[0].driver");
     assert!(e.to_string().contains("IOMMU"), "{e}");
 }
+
+#[test]
+fn yaml_errors_carry_one_position_and_no_snippet() {
+    let e = err("pci: [\n");
+    assert_eq!(e.position(), Some((1, 6)));
+    assert_eq!(e.to_string(), "host.yaml:1:6: unclosed bracket '['");
+}
