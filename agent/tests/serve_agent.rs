@@ -493,6 +493,43 @@ async fn sockets_left_by_a_killed_agent_are_cleaned_up_and_others_kept() {
     agent.wait().await;
 }
 
+#[tokio::test]
+async fn a_configmap_update_is_applied_and_a_bad_first_config_waits_for_a_good_one() {
+    let node = Node::new();
+    node.add_pci("0000:65:00.0", T4.0, T4.1, 12, 0, Some("vfio-pci"));
+    // The kubelet's ConfigMap layout: kubevirt.yaml -> ..data/kubevirt.yaml, ..data -> ..<stamp>/
+    let config_dir = node.dir.path().join("config");
+    let publish = |stamp: &str, text: &str| {
+        let versioned = config_dir.join(format!("..{stamp}"));
+        std::fs::create_dir_all(&versioned).expect("versioned dir");
+        std::fs::write(versioned.join("kubevirt.yaml"), text).expect("versioned file");
+        let tmp = config_dir.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{stamp}"), &tmp).expect("data_tmp link");
+        std::fs::rename(&tmp, config_dir.join("..data")).expect("atomic swap");
+    };
+    publish("v1", "permittedHostDevices: [this is not a map]\n");
+    std::os::unix::fs::symlink("..data/kubevirt.yaml", node.config_file()).expect("file link");
+
+    let kubelet = kubelet(&node).await;
+    let shutdown = CancellationToken::new();
+    let agent = agent(&node, &shutdown).await;
+    let mut status = agent.status.clone();
+    let first = wait_watch(&mut status, "the first pass", |s| s.passes >= 1).await;
+    assert_eq!(first.config_failures, 1, "the bad first file is reported");
+    assert!(
+        first.resources.is_empty(),
+        "nothing to serve without a good configuration"
+    );
+
+    publish("v2", &config_yaml(&[("10DE:1EB8", GPU)], &[]));
+    wait_devices(&kubelet, GPU, &["12"]).await;
+    publish("v3", &config_yaml(&[("10DE:1EB8", "nvidia.com/T4")], &[]));
+    wait_devices(&kubelet, "nvidia.com/T4", &["12"]).await;
+    shutdown.cancel();
+    agent.wait().await;
+    kubelet.stop().await;
+}
+
 /// GET /metrics over a plain TCP connection.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)
