@@ -65,7 +65,8 @@ async fn register(
     if !is_extended_resource_name(&r.resource_name) {
         return Err(RegisterError::InvalidResourceName(r.resource_name));
     }
-    let socket = cfg.dir.join(&r.endpoint);
+    // Like Go's filepath.Join: the endpoint is always inside the plugin directory.
+    let socket = cfg.dir.join(r.endpoint.trim_start_matches('/'));
     let channel = hostdev_api::unix::connect_timeout(&socket, cfg.dial_timeout)
         .await
         .map_err(|e| RegisterError::Dial(e.to_string()))?;

@@ -500,3 +500,44 @@ async fn several_plugins_serve_several_resources_at_once() {
     assert_eq!(status.allocatable(GPU), 2);
     assert_eq!(status.allocatable("hostdev.io/nic"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_accepts_but_never_speaks_grpc_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = fake_kubelet::Config::new(dir.path())
+        .with_seed(support::seed())
+        .with_rpc_timeouts(Duration::from_millis(300));
+    let kubelet = fake_kubelet::FakeKubelet::start(config)
+        .await
+        .expect("starts");
+    let mute =
+        tokio::net::UnixListener::bind(dir.path().join("mute.sock")).expect("bind mute socket");
+    // Accept connections and hold them open without ever answering.
+    let holder = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((conn, _)) = mute.accept().await {
+            held.push(conn);
+        }
+    });
+    let channel = hostdev_api::unix::connect(kubelet.socket_path())
+        .await
+        .expect("dial kubelet");
+    let err = hostdev_api::v1beta1::registration_client::RegistrationClient::new(channel)
+        .register(hostdev_api::v1beta1::RegisterRequest {
+            version: "v1beta1".into(),
+            endpoint: "mute.sock".into(),
+            resource_name: GPU.into(),
+            options: None,
+        })
+        .await
+        .expect_err("nothing answers");
+    let msg = err.message();
+    assert!(
+        msg.starts_with("failed to dial device plugin: ")
+            || msg.starts_with("failed to get device plugin options: "),
+        "{msg}"
+    );
+    assert!(msg.contains("mute.sock"), "{msg}");
+    assert!(kubelet.node_status().resources.is_empty());
+    holder.abort();
+}
