@@ -40,7 +40,7 @@ fn bad_usb_vendor_names_the_field_and_position() {
     .to_string();
     assert_eq!(
         shown,
-        "cr.yaml: 4:26: permittedHostDevices.usb[0].selectors[0].vendor: \"12345\" is not a 4-digit hex id (e.g. \"046d\")"
+        "cr.yaml:4:26: permittedHostDevices.usb[0].selectors[0].vendor: \"12345\" is not a 4-digit hex id (e.g. \"046d\")"
     );
 }
 

@@ -258,20 +258,27 @@ pub enum ConfigError {
         column: u64,
         message: String,
     },
-    #[error("{origin}: {}", list_problems(.origin, .problems))]
+    #[error("{}", list_problems(.origin, .problems))]
     Invalid {
         origin: String,
         problems: Vec<FieldError>,
     },
 }
 
+/// `file:line:col: field: message`, one per line after a count when there are several.
 fn list_problems(origin: &str, problems: &[FieldError]) -> String {
-    let lines: Vec<String> = problems.iter().map(|p| format!("{origin}:{p}")).collect();
+    let lines: Vec<String> = (problems.iter())
+        .map(|p| {
+            if p.line.is_some() {
+                format!("{origin}:{p}")
+            } else {
+                format!("{origin}: {p}")
+            }
+        })
+        .collect();
     match lines.len() {
-        1 => lines[0]
-            .trim_start_matches(&format!("{origin}:"))
-            .to_string(),
-        n => format!("{n} problems:\n  {}", lines.join("\n  ")),
+        1 => lines[0].clone(),
+        n => format!("{origin}: {n} problems:\n  {}", lines.join("\n  ")),
     }
 }
 

@@ -42,8 +42,17 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError
     v.build(configuration, origin)
 }
 
+/// serde-saphyr's first line, without the `error: line L column C: ` we print ourselves.
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or("").trim().to_string()
+    let line = message.lines().next().unwrap_or("").trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    if line.starts_with("line ")
+        && let Some(i) = line.find(": ")
+        && line[..i].contains(" column ")
+    {
+        return line[i + 2..].to_string();
+    }
+    line.to_string()
 }
 
 /// serde_json appends " at line L column C"; we print the position ourselves.
@@ -58,6 +67,15 @@ fn strip_position(message: &str) -> String {
 struct Validator {
     problems: Vec<FieldError>,
     rejected: Vec<FieldError>,
+}
+
+fn position<T>(at: &Spanned<T>) -> (Option<u64>, Option<u64>) {
+    let loc = at.referenced;
+    if loc.line() > 0 {
+        (Some(loc.line()), Some(loc.column()))
+    } else {
+        (None, None)
+    }
 }
 
 fn field_error<T>(field: &str, at: &Spanned<T>, message: String) -> FieldError {
@@ -156,6 +174,8 @@ fn resource_name_problem(name: &str) -> Option<String> {
 /// One entry before merging by resource name.
 struct Entry {
     name: String,
+    /// Where its resourceName is written (line, column).
+    at: (Option<u64>, Option<u64>),
     external: bool,
     field: String,
     source: ResourceSource,
@@ -250,6 +270,7 @@ impl Validator {
         };
         named.then(|| Entry {
             name: e.resource_name.value.clone(),
+            at: position(&e.resource_name),
             external: e.external_resource_provider,
             field,
             source: ResourceSource::Pci(vec![selector]),
@@ -278,6 +299,7 @@ impl Validator {
         };
         named.then(|| Entry {
             name: e.resource_name.value.clone(),
+            at: position(&e.resource_name),
             external: e.external_resource_provider,
             field,
             source: ResourceSource::Mdev(vec![selector]),
@@ -323,6 +345,7 @@ impl Validator {
         };
         named.then(|| Entry {
             name: e.resource_name.value.clone(),
+            at: position(&e.resource_name),
             external: e.external_resource_provider,
             field,
             source: ResourceSource::Usb(vec![bundle]),
@@ -403,8 +426,8 @@ impl Validator {
             let conflict = |why: &str| FieldError {
                 field: format!("{}.resourceName", e.field),
                 message: format!("{:?} is also the resourceName of {first}, {why}", e.name),
-                line: None,
-                column: None,
+                line: e.at.0,
+                column: e.at.1,
             };
             if r.external != e.external {
                 self.problems
@@ -444,6 +467,8 @@ impl Validator {
         let resources = self.merge(entries);
         let mdev_types = self.mdev_types(c.mediated_devices_configuration, &gates);
         if !self.problems.is_empty() {
+            (self.problems)
+                .sort_by_key(|p| (p.line.unwrap_or(u64::MAX), p.column.unwrap_or(u64::MAX)));
             return Err(ConfigError::Invalid {
                 origin: origin.into(),
                 problems: self.problems,
