@@ -318,3 +318,51 @@ fn dev_tree_changes_raise_inotify_events() {
     });
     assert!(seen, "IN_CREATE for /dev/vfio/12, got {names:?}");
 }
+
+#[test]
+fn netlink_carries_the_uevents_of_a_bind_in_a_private_namespace() {
+    use std::os::fd::AsRawFd;
+    // The listener and the mount live in a thread with its own network namespace.
+    let result = std::thread::spawn(|| -> Result<Vec<mocksys::Uevent>, String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare: {e}"))?;
+        let listener = mocksys::netlink::listen().map_err(|e| e.to_string())?;
+        let timeout = nix::sys::time::TimeVal::new(10, 0);
+        nix::sys::socket::setsockopt(
+            &listener,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &timeout,
+        )
+        .map_err(|e| e.to_string())?;
+        let s = serve(MountOptions {
+            plain: true,
+            netlink: true,
+            ..MountOptions::default()
+        });
+        s.host
+            .vfio_bind("0000:00:05.0")
+            .map_err(|e| e.to_string())?;
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; 16384];
+        while !events
+            .iter()
+            .any(|e: &mocksys::Uevent| e.action == "bind" && e.get("DRIVER") == Some("vfio-pci"))
+        {
+            let n = nix::sys::socket::recv(
+                listener.as_raw_fd(),
+                &mut buf,
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .map_err(|e| format!("no bind uevent within 10 s ({e}); got {events:?}"))?;
+            events.extend(mocksys::Uevent::from_wire(&buf[..n]));
+        }
+        Ok(events)
+    })
+    .join()
+    .expect("netlink thread");
+    match result {
+        Ok(events) => assert!(events.iter().any(|e| e.action == "unbind"), "{events:?}"),
+        Err(e) if e.starts_with("unshare") => eprintln!("SKIPPED: no private netns: {e}"),
+        Err(e) => panic!("{e}"),
+    }
+}
