@@ -151,7 +151,7 @@ pub async fn start_agent(
         path: options.plugin_dir.clone(),
         source,
     })?;
-    crate::plugin::server::remove_stale_sockets(&options.plugin_dir);
+    crate::plugin::socket::remove_stale_sockets(&options.plugin_dir);
     let metrics = Metrics::new();
     let metrics_addr = match options.metrics_addr {
         Some(addr) => Some(
