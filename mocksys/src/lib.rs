@@ -11,6 +11,8 @@
 //!
 //! [`faults`] injects errnos and latency per path; [`backend`] is the contract between the model
 //! and the front ends.
+//! [`host::Host`] holds the model, renders it with [`render`] after every change and implements
+//! [`backend::SysBackend`]; [`presets`] names common devices (`tesla-t4`, `qemu-nvme`, ...).
 
 pub mod backend;
 pub mod errno;
