@@ -139,7 +139,7 @@ fn random_bundles_account_for_every_device() {
     {
         return run_case(seed);
     }
-    let base = 0x0b0d_1e5u64;
+    let base = 0xb0d1e5_u64;
     eprintln!("base SEED={base}; each failing case prints its own");
     for i in 0..60 {
         run_case(base + i);
