@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::FuseOptions;
@@ -179,31 +180,41 @@ impl SysFs {
         }
     }
 
-    /// Directory entries from `offset` on: `(ino, next offset, kind, name)`.
-    fn entries(&self, ino: INodeNo) -> Result<Vec<(u64, FileType, String)>, Errno> {
+    /// Directory entries: `(ino, kind, name, attributes)`, `.` and `..` first.
+    fn entries(&self, ino: INodeNo) -> Result<Vec<(u64, FileType, String, FileAttr)>, Errno> {
         let tree = self.backend.tree();
         let (path, node) = self.node(&tree, ino)?;
         if !node.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let parent_ino = if path.is_empty() {
-            node.ino
-        } else {
-            tree.get(crate::tree::split(path).0)
-                .map_or(node.ino, |n| n.ino)
+        let parent_path = crate::tree::split(path).0;
+        let (parent_path, parent) = match tree.get(parent_path) {
+            Some(p) if !path.is_empty() => (parent_path, p),
+            _ => (path, node),
         };
         let mut out = vec![
-            (node.ino, FileType::Directory, ".".to_owned()),
-            (parent_ino, FileType::Directory, "..".to_owned()),
+            (
+                node.ino,
+                FileType::Directory,
+                ".".to_owned(),
+                self.attr(&tree, path, node),
+            ),
+            (
+                parent.ino,
+                FileType::Directory,
+                "..".to_owned(),
+                self.attr(&tree, parent_path, parent),
+            ),
         ];
         for name in &node.children {
-            if let Some((_, child)) = tree.child(path, name) {
+            if let Some((child_path, child)) = tree.child(path, name) {
                 let kind = match child.kind {
                     NodeKind::Dir => FileType::Directory,
                     NodeKind::File { .. } => FileType::RegularFile,
                     NodeKind::Symlink { .. } => FileType::Symlink,
                 };
-                out.push((child.ino, kind, name.clone()));
+                let attr = self.attr(&tree, &child_path, child);
+                out.push((child.ino, kind, name.clone(), attr));
             }
         }
         Ok(out)
@@ -218,8 +229,10 @@ impl Filesystem for SysFs {
                 "the kernel lacks FUSE capability {missing:?}; cached content could go stale"
             )));
         }
-        // Optional: concurrent lookups in one directory.
+        // Optional: concurrent lookups in one directory; listings that carry attributes.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -343,8 +356,40 @@ impl Filesystem for SysFs {
     ) {
         match self.entries(ino) {
             Ok(entries) => {
-                for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+                for (i, (child, kind, name, _)) in entries.iter().enumerate().skip(offset as usize)
+                {
                     if reply.add(INodeNo(*child), i as u64 + 1, *kind, name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(fuse_errno(e)),
+        }
+    }
+
+    /// Listing with attributes: `ls -l` and tools scanning a bus cost no LOOKUP per entry.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.entries(ino) {
+            Ok(entries) => {
+                for (i, (child, _, name, attr)) in entries.iter().enumerate().skip(offset as usize)
+                {
+                    let ttl = &self.options.ttl;
+                    if reply.add(
+                        INodeNo(*child),
+                        i as u64 + 1,
+                        name,
+                        ttl,
+                        attr,
+                        Generation(0),
+                    ) {
                         break;
                     }
                 }
