@@ -407,3 +407,107 @@ impl Filesystem for SysFs {
 /// How long the kernel may trust entries and attributes without asking: practically forever,
 /// since every change invalidates exactly what it touched.
 pub(crate) const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MemBackend, MemNode};
+
+    fn fs(strict_open: bool) -> (SysFs, Arc<MemBackend>) {
+        let backend = Arc::new(MemBackend::new());
+        backend.set([
+            (
+                "d/ro".to_owned(),
+                MemNode::Attr {
+                    perm: 0o444,
+                    content: b"0x8086\n".to_vec(),
+                },
+            ),
+            (
+                "d/wo".to_owned(),
+                MemNode::Attr {
+                    perm: 0o200,
+                    content: Vec::new(),
+                },
+            ),
+        ]);
+        let fs = SysFs {
+            backend: backend.clone(),
+            cache: CacheState::new(backend.tree(), Duration::from_secs(1)),
+            options: FuseOptions {
+                strict_open,
+                ..FuseOptions::default()
+            },
+        };
+        (fs, backend)
+    }
+
+    fn ino(b: &MemBackend, path: &str) -> INodeNo {
+        INodeNo(b.tree().get(path).expect(path).ino)
+    }
+
+    #[test]
+    fn wrong_direction_and_kind_errors() {
+        let (fs, b) = fs(true);
+        assert_eq!(
+            fs.file_for(ino(&b, "d/wo"), true, false),
+            Err(Errno::EACCES)
+        );
+        assert_eq!(
+            fs.file_for(ino(&b, "d/ro"), false, true),
+            Err(Errno::EACCES)
+        );
+        assert_eq!(fs.file_for(ino(&b, "d"), true, false), Err(Errno::EISDIR));
+        assert_eq!(fs.truncate(ino(&b, "d/ro")).unwrap_err(), Errno::EACCES);
+        assert!(
+            fs.truncate(ino(&b, "d/wo")).is_ok(),
+            "O_TRUNC on a store is a no-op"
+        );
+        assert_eq!(fs.file_for(INodeNo(9999), true, false), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn lookups_are_negative_or_enotdir() {
+        let (fs, b) = fs(false);
+        assert!(
+            fs.lookup_attr(ino(&b, "d"), OsStr::new("nope"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            fs.lookup_attr(ino(&b, "d/ro"), OsStr::new("x"))
+                .unwrap_err(),
+            Errno::ENOTDIR
+        );
+    }
+
+    #[test]
+    fn sizes_follow_the_open_mode() {
+        let (strict, b) = fs(true);
+        assert_eq!(strict.getattr_of(ino(&b, "d/ro")).unwrap().size, 4096);
+        let (fast, b) = fs(false);
+        assert_eq!(fast.getattr_of(ino(&b, "d/ro")).unwrap().size, 7);
+        assert_eq!(fast.getattr_of(ino(&b, "d/wo")).unwrap().size, 4096);
+    }
+
+    #[test]
+    fn reads_slice_by_offset_and_retries_repeat_a_failure_once() {
+        let (fs, b) = fs(false);
+        let ro = ino(&b, "d/ro");
+        assert_eq!(fs.read_at(ro, 2, 100, 1).unwrap(), b"8086\n");
+        assert_eq!(fs.read_at(ro, 50, 100, 1).unwrap(), b"");
+        b.fail_next_read("d/ro", Errno::EIO);
+        assert_eq!(fs.read_at(ro, 0, 4096, 7), Err(Errno::EIO));
+        assert_eq!(
+            fs.read_at(ro, 0, 4096, 8).unwrap(),
+            b"0x8086\n",
+            "another process"
+        );
+        assert_eq!(
+            fs.read_at(ro, 0, 4096, 7),
+            Err(Errno::EIO),
+            "the kernel's retry"
+        );
+        assert_eq!(fs.read_at(ro, 0, 4096, 7).unwrap(), b"0x8086\n");
+    }
+}
