@@ -158,6 +158,12 @@ fn vfio_bind_performs_the_three_writes() {
         "vfio-pci\n"
     );
     assert!(h.dev_nodes().iter().any(|n| n.path == "vfio/5"));
+    // 0000:06:00.0 took vfio0 at boot; this one gets the next cdev.
+    assert_eq!(
+        read(&h, "bus/pci/devices/0000:05:00.0/vfio-dev/vfio1/dev"),
+        "237:1\n"
+    );
+    assert!(h.dev_nodes().iter().any(|n| n.path == "vfio/devices/vfio1"));
     let got: Vec<_> = events.try_iter().map(|e| e.action).collect();
     assert_eq!(got, ["unbind", "bind"]);
     let e = h.vfio_bind("0000:99:00.0").unwrap_err();

@@ -123,8 +123,15 @@ impl Kernel {
     /// Probe then attach, with the bind uevent.
     fn try_bind(&mut self, driver: &str, address: PciAddress) -> Result<(), Errno> {
         self.probe(driver, address)?;
+        // vfio-pci registers a device cdev with the lowest free index, as ida_alloc does.
+        let cdev = (driver == "vfio-pci").then(|| {
+            let used: std::collections::BTreeSet<u32> =
+                self.pci.values().filter_map(|f| f.vfio_cdev).collect();
+            (0..).find(|i| !used.contains(i)).unwrap_or(0)
+        });
         if let Some(f) = self.pci.get_mut(&address) {
             f.driver = Some(driver.to_owned());
+            f.vfio_cdev = cdev;
         }
         self.emit_pci("bind", address);
         Ok(())
@@ -141,6 +148,7 @@ impl Kernel {
         }
         if let Some(f) = self.pci.get_mut(&address) {
             f.driver = None;
+            f.vfio_cdev = None;
         }
         self.emit_pci("unbind", address);
     }

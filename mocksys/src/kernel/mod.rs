@@ -30,6 +30,8 @@ use crate::spec::{HostSpec, PciAddress, PciSpec};
 
 /// Major of the VFIO group character devices (dynamic on a real host; fixed here).
 pub const VFIO_GROUP_MAJOR: u32 = 243;
+/// Major of VFIO device cdevs (`/dev/vfio/devices/vfioN`; dynamic on a real host).
+pub const VFIO_CDEV_MAJOR: u32 = 237;
 /// Major of USB device nodes.
 pub const USB_MAJOR: u32 = 189;
 
@@ -245,6 +247,13 @@ impl Kernel {
                     path: format!("vfio/{g}"),
                     major: VFIO_GROUP_MAJOR,
                     minor: g,
+                });
+            }
+            for n in self.pci.values().filter_map(|f| f.vfio_cdev) {
+                nodes.push(DevNode {
+                    path: format!("vfio/devices/vfio{n}"),
+                    major: VFIO_CDEV_MAJOR,
+                    minor: n,
                 });
             }
         }

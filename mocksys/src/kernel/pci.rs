@@ -18,6 +18,9 @@ pub struct PciFunction {
     pub num_vfs: u16,
     /// Set on VFs.
     pub physfn: Option<PciAddress>,
+    /// Index of its VFIO device cdev (`vfio-dev/vfioN`, `/dev/vfio/devices/vfioN`) while
+    /// bound to vfio-pci.
+    pub vfio_cdev: Option<u32>,
 }
 
 impl PciFunction {
@@ -103,6 +106,7 @@ impl Kernel {
                 irq,
                 num_vfs: 0,
                 physfn: None,
+                vfio_cdev: None,
             },
         );
     }

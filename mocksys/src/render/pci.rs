@@ -73,6 +73,23 @@ fn function(r: &mut Renderer, k: &Kernel, f: &PciFunction) {
         r.link(format!("{dir}/driver"), &ddir);
         r.link(format!("{ddir}/{bdf}"), &dir);
     }
+    if let Some(n) = f.vfio_cdev {
+        let cdir = format!("{dir}/vfio-dev/vfio{n}");
+        r.ro(
+            format!("{cdir}/dev"),
+            format!("{}:{n}\n", crate::kernel::VFIO_CDEV_MAJOR),
+        );
+        r.ro(
+            format!("{cdir}/uevent"),
+            format!(
+                "MAJOR={}\nMINOR={n}\nDEVNAME=vfio/devices/vfio{n}\n",
+                crate::kernel::VFIO_CDEV_MAJOR
+            ),
+        );
+        r.link(format!("{cdir}/device"), &dir);
+        r.link(format!("{cdir}/subsystem"), "class/vfio-dev");
+        r.link(format!("class/vfio-dev/vfio{n}"), &cdir);
+    }
     if let Some(g) = f.iommu_group {
         let gdir = format!("kernel/iommu_groups/{g}");
         r.link(format!("{dir}/iommu_group"), &gdir);

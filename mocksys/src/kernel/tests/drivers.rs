@@ -308,3 +308,18 @@ fn modprobe_of_an_unknown_module_is_enoent_and_twice_is_a_no_op() {
     k.modprobe("vfio_pci").unwrap();
     assert!(k.take_events().is_empty());
 }
+
+#[test]
+fn vfio_pci_bind_registers_a_device_cdev_with_the_lowest_free_index() {
+    let mut k = kernel(BASIC);
+    k.new_id("vfio-pci", "8086 5845").unwrap();
+    let idx = |k: &Kernel, a: &str| k.pci[&addr(a)].vfio_cdev;
+    assert_eq!(
+        (idx(&k, "0000:06:00.0"), idx(&k, "0000:07:00.0")),
+        (Some(0), Some(1))
+    );
+    k.unbind("vfio-pci", "0000:06:00.0").unwrap();
+    assert_eq!(idx(&k, "0000:06:00.0"), None);
+    assert!(!k.dev_nodes().iter().any(|n| n.path == "vfio/devices/vfio0"));
+    assert!(k.dev_nodes().iter().any(|n| n.path == "vfio/devices/vfio1"));
+}
