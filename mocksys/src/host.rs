@@ -4,7 +4,8 @@
 //! under one lock. Every mutation re-renders, diffs against the previous tree and hands
 //! subscribers a [`Change`]; a second lock (taken first, released last) keeps changes and
 //! their notifications in one order without holding the model lock while subscribers run.
-//! Subscribers must not mutate the host they are told about (they would wait for themselves).
+//! Subscribers must not mutate the host they are told about, nor subscribe to it (they would wait
+//! for themselves).
 
 use std::collections::HashMap;
 use std::path::Path;
