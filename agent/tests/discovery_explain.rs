@@ -155,3 +155,50 @@ fn text_matches_the_golden_file() {
         "discover text changed; if deliberate, rerun with HOSTDEV_BLESS=1"
     );
 }
+
+#[test]
+fn json_members_of_every_kind() {
+    let host = FakeHost::new();
+    host.add_mdev_parent("0000:65:00.0", 1, &[("nvidia-230", "GRID T4-1Q", 16)]);
+    host.add_mdev(
+        "0000:65:00.0",
+        "6f0c0a55-0c4e-4d4b-9a7c-1b1a2f3e4d5c",
+        "nvidia-230",
+        40,
+    );
+    host.add_usb("1-1", 0x46f4, 0x0001, 2, None);
+    let cfg = config_all(
+        "permittedHostDevices:
+  mediatedDevices:
+  - {mdevNameSelector: GRID T4-1Q, resourceName: nvidia.com/GRID_T4-1Q}
+  usb:
+  - resourceName: kubevirt.io/storage
+    selectors: [{vendor: '46f4', product: '0001'}]
+",
+    );
+    let json = render_json(&discover(&host.paths, &cfg), &cfg);
+    let by_name = |n: &str| {
+        json["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let mdev = &by_name("nvidia.com/GRID_T4-1Q")["devices"][0];
+    assert_eq!(mdev["id"], "40");
+    assert_eq!(mdev["numaNodes"][0], 1);
+    assert_eq!(
+        mdev["members"][0],
+        serde_json::json!({"kind": "mdev", "uuid": "6f0c0a55-0c4e-4d4b-9a7c-1b1a2f3e4d5c", "parent": "0000:65:00.0",
+            "typeId": "nvidia-230", "typeName": "GRID T4-1Q", "iommuGroup": 40})
+    );
+    let usb = &by_name("kubevirt.io/storage")["devices"][0];
+    assert_eq!(
+        usb["members"][0],
+        serde_json::json!({"kind": "usb", "path": "1-1", "bus": 1, "devnum": 2, "vendor": "46f4", "product": "0001",
+            "devname": "bus/usb/001/002"})
+    );
+    assert_eq!(usb["healthy"], true);
+}
