@@ -297,6 +297,32 @@ fn main() {
     });
     drop(mount);
 
+    // The same reads with strict opens (OPEN + RELEASE round trips, direct I/O), for reference.
+    let dir = tempfile::tempdir().unwrap();
+    let strict = MountOptions {
+        fuse: mocksys::fuse::FuseOptions {
+            strict_open: true,
+            ..Default::default()
+        },
+        ..MountOptions::default()
+    };
+    let mount = Mount::new(backend.clone(), dir.path(), strict).expect("mount");
+    let strict_paths: Vec<PathBuf> = repeat_set
+        .iter()
+        .map(|p| mount.sys_path().join(p))
+        .collect();
+    let t = tally.clone();
+    c.bench_function("mocksys/repeat_read/fuse_strict_open", |b| {
+        b.iter_custom(|iters| {
+            let total = repeated_reads(iters, &strict_paths);
+            t.lock()
+                .expect("tally")
+                .record("strict_repeat", total, iters);
+            total
+        })
+    });
+    drop(mount);
+
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = PlainDir::new(&*backend, plain_dir.path()).expect("plain dir");
     let plain_paths: Vec<PathBuf> = repeat_set.iter().map(|p| plain.path().join(p)).collect();
@@ -343,6 +369,11 @@ fn main() {
         show(t.mean("fuse_repeat")),
         show(t.mean("plain_repeat")),
         ratio(t.mean("fuse_repeat"), t.mean("plain_repeat"))
+    );
+    println!(
+        "  repeat read  strict-open fuse {} | strict/plain {}",
+        show(t.mean("strict_repeat")),
+        ratio(t.mean("strict_repeat"), t.mean("plain_repeat"))
     );
     println!(
         "  mount 1024 PCI + 256 USB: median {} (aim < 200 ms)",
