@@ -6,7 +6,7 @@
 mod common;
 
 use common::{DEADLINE, Node, config_yaml, wait_watch};
-use fake_kubelet::{AllocationRequest, Config, FakeKubelet, State};
+use fake_kubelet::{AllocationRequest, Config, FakeKubelet, KubeletEvent, State};
 use hostdev_agent::manager::{AgentOptions, RunningAgent, configured_source, start_agent};
 use hostdev_agent::sysfs::HostPaths;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -311,6 +311,7 @@ async fn kubelet_restarts_re_register_every_time_without_losing_devices() {
 
     // Our own socket removed (not by a kubelet restart): re-served and re-registered too.
     let current = endpoint(&kubelet, GPU).expect("registered");
+    let mut events = kubelet.subscribe();
     std::fs::remove_file(&current).expect("remove the plugin socket");
     kubelet
         .wait_for(
@@ -324,6 +325,20 @@ async fn kubelet_restarts_re_register_every_time_without_losing_devices() {
         .await
         .expect("re-registered on a new socket");
     wait_devices(&kubelet, GPU, &["12", "13"]).await;
+    // Moving sockets never withdraws the devices (no empty list), unlike stopping.
+    while let Ok(event) = events.try_recv() {
+        if let KubeletEvent::DevicesChanged {
+            resource,
+            healthy: 0,
+            unhealthy: 0,
+        } = &event
+        {
+            assert_ne!(
+                resource, GPU,
+                "the device set was emptied while re-serving: {event:?}"
+            );
+        }
+    }
     let registrations = agent.metrics.registrations(GPU);
     assert!(
         registrations >= 7,

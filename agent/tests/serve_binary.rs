@@ -76,7 +76,7 @@ async fn the_binary_serves_and_stops_cleanly_on_sigterm() {
         log.lines().all(|l| l.starts_with('{')),
         "JSON log lines only:\n{log}"
     );
-    assert!(log.contains("registered with the kubelet"), "{log}");
+    assert!(log.contains("starting plugin"), "{log}");
     assert!(
         node.plugin_sockets().is_empty(),
         "sockets removed: {:?}",

@@ -201,7 +201,11 @@ impl Runner {
         let shutdown = generation_stop.clone().cancelled_owned();
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(service(self.core.clone(), generation_stop.clone()))
+                .add_service(service(
+                    self.core.clone(),
+                    self.stop.clone(),
+                    generation_stop.clone(),
+                ))
                 .serve_with_incoming_shutdown(incoming, shutdown),
         );
         self.socket.send_replace(Some(socket_path.clone()));

@@ -88,23 +88,27 @@ impl PluginCore {
         self.state.borrow().clone()
     }
 
-    /// The full device list first, again on every change; when `stop` fires, an empty list
-    /// (the kubelet then marks the devices unhealthy at once) and the end of the stream.
+    /// The full device list first, again on every change. When the plugin `stop`s: an empty
+    /// list (the resource is withdrawn at once) and the end of the stream. When only its socket
+    /// generation is `retired` (a kubelet restart): the end of the stream, no empty list, so the
+    /// devices merely turn unhealthy until the new registration replaces this endpoint.
     pub fn list_and_watch(
         &self,
         stop: CancellationToken,
+        retired: CancellationToken,
     ) -> impl Stream<Item = ListAndWatchResponse> + Send + 'static {
         let mut state = self.state.clone();
         state.mark_changed();
-        futures::stream::unfold(Some((state, stop)), |step| async move {
-            let (mut state, stop) = step?;
+        futures::stream::unfold(Some((state, stop, retired)), |step| async move {
+            let (mut state, stop, retired) = step?;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => Some((ListAndWatchResponse::default(), None)),
+                _ = retired.cancelled() => None,
                 changed = state.changed() => match changed {
                     Ok(()) => {
                         let response = to_list_response(&state.borrow_and_update());
-                        Some((response, Some((state, stop))))
+                        Some((response, Some((state, stop, retired))))
                     }
                     // The manager dropped the state: the plugin is gone.
                     Err(_) => Some((ListAndWatchResponse::default(), None)),
@@ -199,17 +203,27 @@ pub fn to_list_response(resource: &Resource) -> ListAndWatchResponse {
     ListAndWatchResponse { devices }
 }
 
-/// The gRPC service for one socket generation: `stop` ends its ListAndWatch streams (after an
-/// empty list).
-pub fn service(core: PluginCore, stop: CancellationToken) -> DevicePluginServer<impl DevicePlugin> {
-    DevicePluginServer::new(DevicePluginService { core, stop })
+/// The gRPC service for one socket generation. Its ListAndWatch streams end when the plugin
+/// `stop`s (after an empty list) or when the generation is `retired` (quietly).
+pub fn service(
+    core: PluginCore,
+    stop: CancellationToken,
+    retired: CancellationToken,
+) -> DevicePluginServer<impl DevicePlugin> {
+    DevicePluginServer::new(DevicePluginService {
+        core,
+        stop,
+        retired,
+    })
 }
 
 /// The tonic adapter: turns requests into [`PluginCore`] calls and errors into statuses.
 struct DevicePluginService {
     core: PluginCore,
-    /// Ends this socket generation's ListAndWatch streams.
+    /// The plugin stops: streams send an empty list and end.
     stop: CancellationToken,
+    /// This socket generation is replaced: streams end.
+    retired: CancellationToken,
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;
@@ -230,7 +244,10 @@ impl DevicePlugin for DevicePluginService {
         _: Request<Empty>,
     ) -> Result<Response<Self::ListAndWatchStream>, Status> {
         use futures::StreamExt;
-        let stream = self.core.list_and_watch(self.stop.clone()).map(Ok);
+        let stream = self
+            .core
+            .list_and_watch(self.stop.clone(), self.retired.clone())
+            .map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 
