@@ -7,7 +7,9 @@
 //!
 //! Paths are relative to the sysfs root, `/`-separated, with no leading slash; `""` is the root.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 /// What a node is.
@@ -53,9 +55,12 @@ impl Node {
 }
 
 /// Inode numbers by path, kept across renders so a path keeps its number.
+///
+/// The path strings are shared with every tree rendered from this table, so a render allocates
+/// a path only the first time it appears.
 #[derive(Debug)]
 pub struct InodeTable {
-    by_path: HashMap<String, u64>,
+    by_path: FxHashMap<Arc<str>, u64>,
     next: u64,
 }
 
@@ -64,8 +69,8 @@ pub const ROOT_INO: u64 = 1;
 
 impl Default for InodeTable {
     fn default() -> Self {
-        let mut by_path = HashMap::new();
-        by_path.insert(String::new(), ROOT_INO);
+        let mut by_path = FxHashMap::default();
+        by_path.insert(Arc::from(""), ROOT_INO);
         InodeTable {
             by_path,
             next: ROOT_INO + 1,
@@ -75,73 +80,82 @@ impl Default for InodeTable {
 
 impl InodeTable {
     pub fn ino(&mut self, path: &str) -> u64 {
-        if let Some(&ino) = self.by_path.get(path) {
-            return ino;
+        self.entry(path).0
+    }
+
+    /// The inode number of `path` and the shared copy of the path itself.
+    fn entry(&mut self, path: &str) -> (u64, Arc<str>) {
+        if let Some((p, &ino)) = self.by_path.get_key_value(path) {
+            return (ino, p.clone());
         }
         let ino = self.next;
         self.next += 1;
-        self.by_path.insert(path.to_owned(), ino);
-        ino
+        let p: Arc<str> = Arc::from(path);
+        self.by_path.insert(p.clone(), ino);
+        (ino, p)
     }
 }
 
 /// A whole rendered sysfs.
+///
+/// Nodes are stored by inode number. Because an [`InodeTable`] gives a path the same number in
+/// every render, comparing two trees is a walk over both vectors side by side ([`Tree::diff`]).
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
-    nodes: HashMap<String, Node>,
-    paths: HashMap<u64, String>,
+    by_ino: Vec<Option<(Arc<str>, Node)>>,
+    index: FxHashMap<Arc<str>, u64>,
 }
 
 impl Tree {
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        let ino = *self.index.get(path)?;
+        self.by_ino(ino).map(|(_, n)| n)
     }
     pub fn by_ino(&self, ino: u64) -> Option<(&str, &Node)> {
-        let path = self.paths.get(&ino)?;
-        Some((path.as_str(), &self.nodes[path]))
+        let (path, node) = self.by_ino.get(usize::try_from(ino).ok()?)?.as_ref()?;
+        Some((path, node))
     }
     pub fn path_of(&self, ino: u64) -> Option<&str> {
-        self.paths.get(&ino).map(String::as_str)
+        self.by_ino(ino).map(|(p, _)| p)
     }
     /// The child `name` of the directory `dir`.
     pub fn child(&self, dir: &str, name: &str) -> Option<(String, &Node)> {
         let path = join(dir, name);
-        let node = self.nodes.get(&path)?;
+        let node = self.get(&path)?;
         Some((path, node))
     }
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.index.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.index.is_empty()
     }
-    /// Every path, in no particular order.
+    /// Every path, in inode order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
-        self.nodes.iter().map(|(p, n)| (p.as_str(), n))
+        self.by_ino.iter().flatten().map(|(p, n)| (&**p, n))
     }
 
-    /// What changed from `old` to `self`.
+    /// What changed from `old` to `new`. Both must come from the same [`InodeTable`].
     pub fn diff(old: &Tree, new: &Tree) -> TreeDiff {
         let mut d = TreeDiff::default();
-        for (path, n) in &new.nodes {
-            match old.nodes.get(path) {
-                None => d.added.push(path.clone()),
-                Some(o) if o.kind != n.kind || o.perm != n.perm => d.changed.push(path.clone()),
-                Some(o) if o.children != n.children => d.children_changed.push(path.clone()),
-                Some(_) => {}
-            }
-        }
-        for path in old.nodes.keys() {
-            if !new.nodes.contains_key(path) {
-                d.removed.push((path.clone(), old.nodes[path].ino));
-            }
-        }
-        // A directory whose own kind is unchanged but whose children changed is reported once,
-        // in `children_changed`; a node whose kind changed may also have new children.
-        for path in &d.changed {
-            let (o, n) = (&old.nodes[path], &new.nodes[path]);
-            if o.children != n.children && !d.children_changed.contains(path) {
-                d.children_changed.push(path.clone());
+        let len = old.by_ino.len().max(new.by_ino.len());
+        for i in 0..len {
+            let o = old.by_ino.get(i).and_then(Option::as_ref);
+            let n = new.by_ino.get(i).and_then(Option::as_ref);
+            match (o, n) {
+                (None, None) => {}
+                (None, Some((path, _))) => d.added.push(path.to_string()),
+                (Some((path, node)), None) => d.removed.push((path.to_string(), node.ino)),
+                (Some((_, o)), Some((path, n))) => {
+                    if o.kind != n.kind || o.perm != n.perm {
+                        d.changed.push(path.to_string());
+                    }
+                    // A directory whose children changed is reported here whether or not its
+                    // own kind changed too.
+                    if o.children != n.children {
+                        d.children_changed.push(path.to_string());
+                    }
+                }
             }
         }
         d.added.sort();
@@ -189,9 +203,9 @@ impl<'a> TreeBuilder<'a> {
 
     pub fn dir(&mut self, path: &str) -> &mut Self {
         self.ensure_parents(path);
-        self.nodes
-            .entry(path.to_owned())
-            .or_insert((0o755, NodeKind::Dir));
+        if !self.nodes.contains_key(path) {
+            self.nodes.insert(path.to_owned(), (0o755, NodeKind::Dir));
+        }
         self
     }
 
@@ -230,53 +244,55 @@ impl<'a> TreeBuilder<'a> {
         self
     }
 
+    /// Creates the missing ancestors of `path`, looking from the nearest one up and stopping at
+    /// the first that exists (siblings are usually added together, so that is the parent).
     fn ensure_parents(&mut self, path: &str) {
-        let mut end = 0;
-        while let Some(i) = path[end..].find('/') {
-            let parent = &path[..end + i];
-            if !self.nodes.contains_key(parent) {
-                self.nodes.insert(parent.to_owned(), (0o755, NodeKind::Dir));
+        let mut missing = Vec::new();
+        let mut p = path;
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            if self.nodes.contains_key(p) {
+                break;
             }
-            end += i + 1;
+            missing.push(p);
+        }
+        for m in missing {
+            self.nodes.insert(m.to_owned(), (0o755, NodeKind::Dir));
         }
     }
 
     pub fn build(self) -> Tree {
-        let mut children: HashMap<String, Vec<String>> = HashMap::new();
-        for path in self.nodes.keys() {
-            if path.is_empty() {
-                continue;
-            }
-            let (parent, name) = split(path);
-            children
-                .entry(parent.to_owned())
-                .or_default()
-                .push(name.to_owned());
-        }
-        let mut tree = Tree {
-            nodes: HashMap::with_capacity(self.nodes.len()),
-            paths: HashMap::with_capacity(self.nodes.len()),
-        };
+        let mut by_ino: Vec<Option<(Arc<str>, Node)>> = Vec::new();
+        by_ino.resize_with(self.inodes.next as usize, || None);
+        let mut index = FxHashMap::with_capacity_and_hasher(self.nodes.len(), Default::default());
+        // BTreeMap order visits a directory before its descendants and children in name order,
+        // so appending each name to its parent's list leaves every list sorted.
         for (path, (perm, kind)) in self.nodes {
-            let ino = self.inodes.ino(&path);
-            // BTreeMap order makes every child list sorted already.
-            let kids = if matches!(kind, NodeKind::Dir) {
-                children.remove(&path).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            tree.paths.insert(ino, path.clone());
-            tree.nodes.insert(
-                path,
+            let (ino, shared) = self.inodes.entry(&path);
+            if ino as usize >= by_ino.len() {
+                by_ino.resize_with(ino as usize + 1, || None);
+            }
+            if !path.is_empty() {
+                let (parent, name) = split(&path);
+                if let Some(&pino) = index.get(parent)
+                    && let Some((_, pnode)) = by_ino[pino as usize].as_mut()
+                {
+                    let pnode: &mut Node = pnode;
+                    pnode.children.push(name.to_owned());
+                }
+            }
+            index.insert(shared.clone(), ino);
+            by_ino[ino as usize] = Some((
+                shared,
                 Node {
                     ino,
                     perm,
                     kind,
-                    children: kids,
+                    children: Vec::new(),
                 },
-            );
+            ));
         }
-        tree
+        Tree { by_ino, index }
     }
 }
 
