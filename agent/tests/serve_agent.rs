@@ -545,6 +545,36 @@ async fn a_configmap_update_is_applied_and_a_bad_first_config_waits_for_a_good_o
     kubelet.stop().await;
 }
 
+#[tokio::test]
+async fn a_taken_metrics_port_does_not_stop_serving() {
+    let node = Node::new();
+    node.add_pci("0000:65:00.0", T4.0, T4.1, 12, 0, Some("vfio-pci"));
+    node.write_config(&config_yaml(&[("10DE:1EB8", GPU)], &[]));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let mut options = options(&node);
+    options.metrics_addr = Some(taken.local_addr().expect("address"));
+    let kubelet = kubelet(&node).await;
+    let shutdown = CancellationToken::new();
+    let agent = start_agent(
+        options.clone(),
+        Box::new(configured_source(&options)),
+        shutdown.clone(),
+    )
+    .await
+    .expect("the agent starts anyway");
+    assert_eq!(agent.metrics_addr, None);
+    wait_devices(&kubelet, GPU, &["12"]).await;
+    assert!(
+        agent
+            .metrics
+            .render()
+            .contains("hostdev_errors_total{kind=\"metrics\"} 1")
+    );
+    shutdown.cancel();
+    agent.wait().await;
+    kubelet.stop().await;
+}
+
 /// GET /metrics over a plain TCP connection.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)

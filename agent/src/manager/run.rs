@@ -67,8 +67,6 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Watch(#[from] WatchError),
-    #[error("{0}")]
-    Metrics(std::io::Error),
 }
 
 /// A started agent.
@@ -153,12 +151,17 @@ pub async fn start_agent(
     })?;
     crate::plugin::socket::remove_stale_sockets(&options.plugin_dir);
     let metrics = Metrics::new();
+    // Serving devices matters more than exporting numbers: a taken port is logged, not fatal
+    // (node-exporter's 9100 is a common neighbour on the host network).
     let metrics_addr = match options.metrics_addr {
-        Some(addr) => Some(
-            crate::metrics::serve(addr, metrics.clone(), shutdown.clone())
-                .await
-                .map_err(AgentError::Metrics)?,
-        ),
+        Some(addr) => match crate::metrics::serve(addr, metrics.clone(), shutdown.clone()).await {
+            Ok(bound) => Some(bound),
+            Err(error) => {
+                metrics.error("metrics");
+                tracing::error!(%error, "no metrics endpoint");
+                None
+            }
+        },
         None => None,
     };
 
