@@ -575,6 +575,51 @@ async fn a_taken_metrics_port_does_not_stop_serving() {
     kubelet.stop().await;
 }
 
+#[tokio::test]
+async fn a_removed_and_recreated_plugin_directory_is_watched_again() {
+    let node = Node::new();
+    node.add_pci("0000:65:00.0", T4.0, T4.1, 12, 0, Some("vfio-pci"));
+    node.write_config(&config_yaml(&[("10DE:1EB8", GPU)], &[]));
+    let mut options = options(&node);
+    // Far beyond the deadline: only the directory watch can notice what follows.
+    options.resync = std::time::Duration::from_secs(600);
+    let first = kubelet(&node).await;
+    let shutdown = CancellationToken::new();
+    let agent = start_agent(
+        options.clone(),
+        Box::new(configured_source(&options)),
+        shutdown.clone(),
+    )
+    .await
+    .expect("agent starts");
+    wait_devices(&first, GPU, &["12"]).await;
+
+    // A node reset: the kubelet goes, its directory is wiped, a new kubelet recreates it.
+    first.stop().await;
+    std::fs::remove_dir_all(node.plugins()).expect("wipe the plugin directory");
+    let second = kubelet(&node).await;
+    wait_devices(&second, GPU, &["12"]).await;
+
+    // The watch is back: a later kubelet restart is noticed as before.
+    let before = endpoint(&second, GPU);
+    second.restart().await.expect("kubelet restarts");
+    second
+        .wait_for(
+            |s: &State| {
+                s.endpoint(GPU)
+                    .and_then(|e| e.socket)
+                    .is_some_and(|p| Some(&p) != before.as_ref())
+            },
+            DEADLINE,
+        )
+        .await
+        .expect("re-registered after the restart");
+    wait_devices(&second, GPU, &["12"]).await;
+    shutdown.cancel();
+    agent.wait().await;
+    second.stop().await;
+}
+
 /// GET /metrics over a plain TCP connection.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)
