@@ -162,6 +162,26 @@ async fn usb_unplug_and_replug_never_block_the_plugin() {
 }
 
 #[tokio::test]
+async fn usb_devices_on_a_bus_that_appears_later_are_seen() {
+    let node = Node::new();
+    node.write_config(&config_yaml(&[], &[(STORAGE, "46f4", "0001")]));
+    let kubelet = kubelet(&node).await;
+    let shutdown = CancellationToken::new();
+    let agent = agent(&node, &shutdown).await;
+    wait_devices(&kubelet, STORAGE, &[]).await;
+    // Neither dev/bus/usb nor dev/bus/usb/002 exists yet: both directories appear now.
+    node.add_usb("2-1", 2, 3, 0x46f4, 0x0001);
+    wait_devices(&kubelet, STORAGE, &["2-1"]).await;
+    node.add_usb("2-2", 2, 4, 0x46f4, 0x0001);
+    wait_devices(&kubelet, STORAGE, &["2-1", "2-2"]).await;
+    node.remove_usb("2-1", 2, 3);
+    wait_devices(&kubelet, STORAGE, &["2-2"]).await;
+    shutdown.cancel();
+    agent.wait().await;
+    kubelet.stop().await;
+}
+
+#[tokio::test]
 async fn config_change_updates_the_running_plugins_device_set() {
     // KubeVirt #7084: a changed permittedHostDevices left running plugins on the old set.
     let node = Node::new();
