@@ -162,6 +162,52 @@ async fn usb_unplug_and_replug_never_block_the_plugin() {
 }
 
 #[tokio::test]
+async fn a_device_whose_node_vanishes_turns_unhealthy_and_recovers() {
+    let node = Node::new();
+    node.add_pci("0000:65:00.0", T4.0, T4.1, 12, 0, Some("vfio-pci"));
+    node.add_pci("0000:66:00.0", T4.0, T4.1, 13, 0, Some("vfio-pci"));
+    node.write_config(&config_yaml(&[("10DE:1EB8", GPU)], &[]));
+    let kubelet = kubelet(&node).await;
+    let shutdown = CancellationToken::new();
+    let agent = agent(&node, &shutdown).await;
+    wait_devices(&kubelet, GPU, &["12", "13"]).await;
+
+    let group_node = node.dev().join("vfio/13");
+    std::fs::remove_file(&group_node).expect("remove the group node");
+    let health = |s: &State| -> Vec<(String, bool)> {
+        s.devices(GPU)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| (d.id.clone(), d.is_healthy()))
+            .collect()
+    };
+    let want = vec![("12".to_string(), true), ("13".to_string(), false)];
+    kubelet
+        .wait_for(|s: &State| health(s) == want, DEADLINE)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "13 never turned unhealthy: {:?}",
+                kubelet.with_state(health)
+            )
+        });
+    let status = kubelet
+        .with_state(|s| s.resource_status(GPU))
+        .expect("resource");
+    assert_eq!(
+        (status.capacity, status.allocatable),
+        (2, 1),
+        "unhealthy counts in capacity only"
+    );
+
+    std::fs::write(&group_node, "").expect("the group node is back");
+    wait_devices(&kubelet, GPU, &["12", "13"]).await;
+    shutdown.cancel();
+    agent.wait().await;
+    kubelet.stop().await;
+}
+
+#[tokio::test]
 async fn usb_devices_on_a_bus_that_appears_later_are_seen() {
     let node = Node::new();
     node.write_config(&config_yaml(&[], &[(STORAGE, "46f4", "0001")]));
