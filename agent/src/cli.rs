@@ -52,6 +52,10 @@ pub struct Flags {
     pub sysfs_root: PathBuf,
     #[arg(long, global = true, env = "HOSTDEV_DEV_ROOT", default_value = "/dev")]
     pub dev_root: PathBuf,
+    /// Where the dev root is on the node itself, when the agent sees it elsewhere (with the
+    /// node's /dev mounted at /host/dev: `--dev-root /host/dev --node-dev-root /dev`).
+    #[arg(long, global = true, env = "HOSTDEV_NODE_DEV_ROOT")]
+    pub node_dev_root: Option<PathBuf>,
     #[arg(long, global = true, env = "HOSTDEV_DEVICE_PLUGIN_DIR", default_value = hostdev_api::DEVICE_PLUGIN_DIR)]
     pub device_plugin_dir: PathBuf,
     /// Which permitted entries to serve: KubeVirt's own, the externalResourceProvider ones, or all.
@@ -185,6 +189,7 @@ impl Flags {
         }
         let mut options = AgentOptions::new(config, node_name);
         options.host = HostPaths::new(&self.sysfs_root, &self.dev_root);
+        options.node_dev_root = self.node_dev_root.clone();
         options.plugin_dir = self.device_plugin_dir.clone();
         options.serve = self.serve;
         options.node_labels = labels;

@@ -85,7 +85,7 @@ async fn a_burst_of_wake_ups_costs_one_discovery_and_failures_keep_devices() {
     };
     let settings = PluginSettings {
         plugin_dir: dir.path().to_path_buf(),
-        dev_root: DevRoot(dir.path().to_path_buf()),
+        dev_root: DevRoot::new(dir.path().to_path_buf()),
         metrics: Metrics::new(),
     };
     let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -48,7 +48,7 @@ fn gpus(devices: Vec<PluginDevice>) -> Resource {
 fn settings(node: &Node) -> PluginSettings {
     PluginSettings {
         plugin_dir: node.plugins(),
-        dev_root: DevRoot(node.dev()),
+        dev_root: DevRoot::new(node.dev()),
         metrics: Metrics::new(),
     }
 }
@@ -496,6 +496,47 @@ async fn pre_start_container_checks_the_device_nodes_exist() {
         "{}",
         missing.message()
     );
+    plugin.stop().await;
+}
+
+#[tokio::test]
+async fn a_dev_root_mounted_elsewhere_hands_out_the_nodes_paths() {
+    // The agent sees the node's /dev at <tmp>/dev; the kubelet must get /dev/... host paths,
+    // while PreStartContainer checks the nodes where the agent sees them.
+    let node = Node::new();
+    std::fs::write(node.dev().join("vfio/12"), "").expect("group node");
+    let mut settings = settings(&node);
+    settings.dev_root = DevRoot::mapped(node.dev(), "/dev");
+    let plugin = PluginHandle::start(
+        gpus(vec![pci_device(12, &["0000:65:00.0"], 0, true)]),
+        PinnedAddresses::default(),
+        settings,
+    );
+    common::wait_until("the plugin socket", || plugin.socket_path().is_some()).await;
+    let mut client = client(&plugin).await;
+    let response = client
+        .allocate(allocate_request(&["12"]))
+        .await
+        .expect("Allocate")
+        .into_inner();
+    let specs: Vec<(&str, &str)> = response.container_responses[0]
+        .devices
+        .iter()
+        .map(|d| (d.container_path.as_str(), d.host_path.as_str()))
+        .collect();
+    assert_eq!(
+        specs,
+        vec![
+            ("/dev/vfio/vfio", "/dev/vfio/vfio"),
+            ("/dev/vfio/12", "/dev/vfio/12")
+        ]
+    );
+    client
+        .pre_start_container(PreStartContainerRequest {
+            devices_ids: vec!["12".into()],
+        })
+        .await
+        .expect("the node is found under the local dev root");
     plugin.stop().await;
 }
 

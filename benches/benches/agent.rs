@@ -305,7 +305,7 @@ fn hotplug(c: &mut Criterion, runtime: &Runtime) {
     let baseline_dir = tempfile::tempdir().expect("baseline dir");
     let settings = PluginSettings {
         plugin_dir: baseline_dir.path().to_path_buf(),
-        dev_root: DevRoot(baseline_dir.path().to_path_buf()),
+        dev_root: DevRoot::new(baseline_dir.path().to_path_buf()),
         metrics: Metrics::new(),
     };
     let (plugin, mut baseline_stream) = runtime.block_on(async {

@@ -27,6 +27,9 @@ pub struct AgentOptions {
     pub config_file: PathBuf,
     pub node_name: String,
     pub host: HostPaths,
+    /// The node's own path of `host.dev_root`, when the agent sees the node's `/dev` elsewhere
+    /// (e.g. mounted at `/host/dev`); Allocate names host paths under it. `None`: the same.
+    pub node_dev_root: Option<PathBuf>,
     /// The kubelet's device-plugin directory.
     pub plugin_dir: PathBuf,
     pub serve: ServeMode,
@@ -48,6 +51,7 @@ impl AgentOptions {
             node_labels: NodeLabels::for_node(&node_name),
             node_name,
             host: HostPaths::default(),
+            node_dev_root: None,
             plugin_dir: PathBuf::from(hostdev_api::DEVICE_PLUGIN_DIR),
             serve: ServeMode::default(),
             metrics_addr: None,
@@ -180,7 +184,13 @@ pub async fn start_agent(
 
     let settings = PluginSettings {
         plugin_dir: options.plugin_dir.clone(),
-        dev_root: DevRoot(options.host.dev_root.clone()),
+        dev_root: DevRoot::mapped(
+            options.host.dev_root.clone(),
+            options
+                .node_dev_root
+                .clone()
+                .unwrap_or_else(|| options.host.dev_root.clone()),
+        ),
         metrics: metrics.clone(),
     };
     let (manager, status) = Manager::new(source, settings, events_rx, options.resync);

@@ -228,7 +228,7 @@ pub fn verify_present(
     for device in resolve(resource, ids)? {
         let (nodes, _) = device_nodes_and_values(resource, device)?;
         for node in nodes {
-            let path = dev_root.host_path(&node);
+            let path = dev_root.local_path(&node);
             if std::fs::symlink_metadata(&path).is_err() {
                 return Err(AllocateError::NodeMissing {
                     resource: resource.name.clone(),
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn usb_devname_escaping_the_dev_root_is_refused() {
-        let root = DevRoot("/dev".into());
+        let root = DevRoot::new("/dev");
         let err = allocate_container(&usb_resource("../../etc/shadow"), &["usb-1".into()], &root)
             .unwrap_err();
         assert!(matches!(err, AllocateError::UnsafeDevname { .. }), "{err}");

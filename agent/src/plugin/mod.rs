@@ -31,15 +31,43 @@ pub use server::{PluginCore, PluginError};
 /// The state every request handler reads: the resource as last discovered.
 pub type SharedResource = Arc<Resource>;
 
-/// Where device nodes live on this host, e.g. `/dev`. Allocate names host paths under it, while
-/// the container path is always the `/dev/...` path the guest tooling expects.
+/// Where device nodes are. `local` is where the agent itself finds them (`--dev-root`, checked
+/// by PreStartContainer); `node` is the same directory as the kubelet and the container runtime
+/// see it on the node, which Allocate names as host paths. They differ when the agent runs with
+/// the node's `/dev` mounted elsewhere (`--dev-root /host/dev --node-dev-root /dev`). The
+/// container path is always the `/dev/...` path the guest tooling expects.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DevRoot(pub PathBuf);
+pub struct DevRoot {
+    pub local: PathBuf,
+    pub node: PathBuf,
+}
 
 impl DevRoot {
-    /// The host path of `relative` (e.g. `vfio/12`) under the dev root.
+    /// The agent sees the node's device nodes where the node does.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        DevRoot {
+            local: root.clone(),
+            node: root,
+        }
+    }
+
+    /// The agent sees the node's `node` directory at `local`.
+    pub fn mapped(local: impl Into<PathBuf>, node: impl Into<PathBuf>) -> Self {
+        DevRoot {
+            local: local.into(),
+            node: node.into(),
+        }
+    }
+
+    /// The node's path of `relative` (e.g. `vfio/12`), for the kubelet.
     pub fn host_path(&self, relative: &str) -> PathBuf {
-        self.0.join(relative)
+        self.node.join(relative)
+    }
+
+    /// Where the agent finds `relative` itself.
+    pub fn local_path(&self, relative: &str) -> PathBuf {
+        self.local.join(relative)
     }
 
     /// The path a container sees for `relative`: always under `/dev`.
