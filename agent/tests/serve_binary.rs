@@ -89,6 +89,65 @@ async fn the_binary_serves_and_stops_cleanly_on_sigterm() {
     kubelet.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_comes_back_with_capacity_and_no_stale_socket() {
+    // KubeVirt #16602: capacity dropped to 0 after a plugin crash.
+    let node = Node::new();
+    node.add_pci("0000:65:00.0", 0x10de, 0x1eb8, 12, 0, Some("vfio-pci"));
+    node.write_config(&config_yaml(&[("10DE:1EB8", GPU)], &[]));
+    let kubelet = FakeKubelet::start(Config::new(node.plugins()))
+        .await
+        .expect("fake kubelet");
+    let healthy = |s: &State| s.resource_status(GPU).map(|r| (r.capacity, r.allocatable));
+    let mut first = command(&node)
+        .env("NODE_NAME", "node-1")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    kubelet
+        .wait_for(|s: &State| healthy(s) == Some((1, 1)), DEADLINE)
+        .await
+        .expect("served");
+    let killed_socket = node.plugin_sockets();
+    assert_eq!(killed_socket.len(), 1);
+
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    kubelet
+        .wait_for(|s: &State| healthy(s) == Some((1, 0)), DEADLINE)
+        .await
+        .expect("capacity stays, nothing allocatable while the agent is down");
+    assert!(killed_socket[0].exists(), "a killed agent cannot clean up");
+
+    let mut second = command(&node)
+        .env("NODE_NAME", "node-1")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    kubelet
+        .wait_for(|s: &State| healthy(s) == Some((1, 1)), DEADLINE)
+        .await
+        .expect("served again");
+    assert!(
+        !killed_socket[0].exists(),
+        "the dead agent's socket is removed"
+    );
+    assert_eq!(
+        node.plugin_sockets().len(),
+        1,
+        "{:?}",
+        node.plugin_sockets()
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    kubelet.stop().await;
+}
+
 #[test]
 fn discover_explains_what_is_advertised_and_what_is_not() {
     let node = Node::new();
