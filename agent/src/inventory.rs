@@ -51,8 +51,18 @@ pub struct PluginDevice {
 /// One host device behind a kubelet device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Member {
-    Pci { address: String, iommu_group: u32, numa_node: Option<i64> },
-    Mdev { uuid: String, parent: String, type_id: String, type_name: String, iommu_group: u32 },
+    Pci {
+        address: String,
+        iommu_group: u32,
+        numa_node: Option<i64>,
+    },
+    Mdev {
+        uuid: String,
+        parent: String,
+        type_id: String,
+        type_name: String,
+        iommu_group: u32,
+    },
     Usb {
         /// The sysfs name, e.g. `1-1.4`.
         path: String,

@@ -12,17 +12,17 @@
 //! - [`watch`]: wake-ups: kernel uevents, inotify on the dev root, the plugin dir and the config.
 //! - [`metrics`]: Prometheus `/metrics`.
 //! - [`cli`]: the command line, validated into [`AgentOptions`].
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod explain;
 pub mod inventory;
-pub mod sysfs;
+pub mod manager;
+pub mod mdev_manager;
 pub mod metrics;
 pub mod plugin;
 pub mod registration;
+pub mod sysfs;
 pub mod watch;
-pub mod config;
-pub mod manager;
-pub mod discovery;
-pub mod cli;
-pub mod mdev_manager;
-pub mod explain;
 
 pub use manager::{AgentOptions, run_agent};

@@ -6,6 +6,10 @@
 //! 3. devices on the NUMA node the choice is already on (or the node able to hold the most);
 //! 4. devices on other NUMA nodes, then devices without topology;
 //! 5. ascending id (numeric when ids are IOMMU group numbers), so the answer is deterministic.
+//!
+//! An arbitrary pick among equal devices is not a preference: when NUMA placement is not at
+//! stake, such ties are left to the kubelet, which chooses at random as it does for KubeVirt's
+//! plugins. So "which of two identical drives" stays the kubelet's call unless a pin decides it.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -96,7 +100,25 @@ pub fn preferred_devices(
         (pin, numa)
     };
     candidates.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| compare_ids(a, b)));
-    chosen.extend(candidates.into_iter().take(need).cloned());
+    let take = need.min(candidates.len());
+    if take == 0 {
+        return chosen;
+    }
+    // When the last place goes to one of several equal devices and NUMA placement is not at
+    // stake, the choice is arbitrary: leave it to the kubelet (random, as with KubeVirt, whose
+    // plugins state no preference) instead of always handing out the lowest id. The devices
+    // preferred for a reason (pins, NUMA) are still returned; the kubelet fills the rest.
+    let keys: Vec<(usize, u8)> = candidates.iter().map(|id| key(id)).collect();
+    let boundary = keys[take - 1];
+    let tie_spills_over = keys.get(take).is_some_and(|k| *k == boundary);
+    let numa_nodes: std::collections::BTreeSet<i64> =
+        candidates.iter().filter_map(|id| first_node(id)).collect();
+    let take = if tie_spills_over && numa_nodes.len() <= 1 {
+        keys.iter().take_while(|k| **k < boundary).count()
+    } else {
+        take
+    };
+    chosen.extend(candidates.into_iter().take(take).cloned());
     chosen
 }
 
@@ -219,5 +241,39 @@ mod tests {
             &PinnedAddresses::default(),
         );
         assert_eq!(got, ids(&["3"]));
+    }
+
+    #[test]
+    fn an_arbitrary_choice_among_equal_devices_is_left_to_the_kubelet() {
+        let equal = Resource {
+            name: "devices.kubevirt.io/nvme".into(),
+            kind: DeviceKind::Pci,
+            devices: vec![
+                pci("5", None, "0000:05:00.0"),
+                pci("6", None, "0000:06:00.0"),
+            ],
+            notes: vec![],
+        };
+        let all = ids(&["5", "6"]);
+        let none = PinnedAddresses::default();
+        assert!(
+            preferred_devices(&equal, &all, &[], 1, &none).is_empty(),
+            "no reason to prefer either drive"
+        );
+        assert_eq!(
+            preferred_devices(&equal, &all, &[], 2, &none),
+            ids(&["5", "6"]),
+            "both are needed: no choice to make"
+        );
+        let pinned = PinnedAddresses(vec!["0000:06:00.0".into()]);
+        assert_eq!(
+            preferred_devices(&equal, &all, &[], 1, &pinned),
+            ids(&["6"]),
+            "a pin is a reason"
+        );
+        assert_eq!(
+            preferred_devices(&equal, &all, &ids(&["5"]), 1, &none),
+            ids(&["5"])
+        );
     }
 }
