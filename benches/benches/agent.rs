@@ -236,8 +236,7 @@ fn agent_hotplug(
         shutdown.cancel();
         agent.wait().await;
     });
-    let samples = samples.lock().expect("samples").clone();
-    samples
+    samples.lock().expect("samples").clone()
 }
 
 /// Baseline of `agent_1000_present`: one discovery pass over the same tree (the floor of a
