@@ -34,29 +34,8 @@ fn selectors(cfg: &crate::config::AgentConfig) -> Vec<(&ResourceConfig, &MdevSel
 
 pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
     // No mdev bus (module not loaded, no vGPU) is the normal case, not an error (KubeVirt #10344).
-    let bus = match ctx
-        .root
-        .open_from_root(&RelPath::new("bus/mdev/devices").unwrap_or_default())
-    {
-        Ok(bus) => bus,
-        Err(e) if e.is_not_found() => return,
-        Err(e) => {
-            inv.skipped.push(Skipped {
-                device: "mdev bus".into(),
-                reason: format!("cannot open: {e}"),
-            });
-            return;
-        }
-    };
-    let names = match bus.list(None) {
-        Ok(names) => names,
-        Err(e) => {
-            inv.skipped.push(Skipped {
-                device: "mdev bus".into(),
-                reason: format!("cannot list: {e}"),
-            });
-            return;
-        }
+    let Some((bus, names)) = super::open_bus(ctx, inv, "mdev") else {
+        return;
     };
     let served = selectors(ctx.cfg);
     let mut parent_numa: HashMap<RelPath, Option<i64>> = HashMap::new();

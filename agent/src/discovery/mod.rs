@@ -216,3 +216,31 @@ pub fn read_iommu_group(dir: &SysDir) -> Result<u32, String> {
         Err(e) => Err(format!("cannot read its IOMMU group: {e}")),
     }
 }
+
+/// Opens and lists `bus/<bus>/devices`. A missing bus is normal (no module, no devices) and
+/// gives `None` silently (KubeVirt logged errors for a missing mdev bus, #10344); any other
+/// failure is recorded as a skipped "<bus> bus" with its error, and gives `None` too.
+pub(crate) fn open_bus(ctx: &Ctx, inv: &mut Inventory, bus: &str) -> Option<(SysDir, Vec<String>)> {
+    let path = crate::sysfs::RelPath::new(&format!("bus/{bus}/devices")).unwrap_or_default();
+    let dir = match ctx.root.open_from_root(&path) {
+        Ok(dir) => dir,
+        Err(e) if e.is_not_found() => return None,
+        Err(e) => {
+            inv.skipped.push(Skipped {
+                device: format!("{bus} bus"),
+                reason: format!("cannot open: {e}"),
+            });
+            return None;
+        }
+    };
+    match dir.list(None) {
+        Ok(names) => Some((dir, names)),
+        Err(e) => {
+            inv.skipped.push(Skipped {
+                device: format!("{bus} bus"),
+                reason: format!("cannot list: {e}"),
+            });
+            None
+        }
+    }
+}

@@ -51,29 +51,8 @@ fn selectors(cfg: &crate::config::AgentConfig) -> Vec<(&ResourceConfig, &PciSele
 }
 
 pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
-    let bus = match ctx
-        .root
-        .open_from_root(&RelPath::new("bus/pci/devices").unwrap_or_default())
-    {
-        Ok(bus) => bus,
-        Err(e) if e.is_not_found() => return,
-        Err(e) => {
-            inv.skipped.push(Skipped {
-                device: "pci bus".into(),
-                reason: format!("cannot open: {e}"),
-            });
-            return;
-        }
-    };
-    let names = match bus.list(None) {
-        Ok(names) => names,
-        Err(e) => {
-            inv.skipped.push(Skipped {
-                device: "pci bus".into(),
-                reason: format!("cannot list: {e}"),
-            });
-            return;
-        }
+    let Some((bus, names)) = super::open_bus(ctx, inv, "pci") else {
+        return;
     };
     let served = selectors(ctx.cfg);
     let mut candidates = Vec::new();

@@ -119,29 +119,8 @@ fn bundles(cfg: &crate::config::AgentConfig) -> Vec<(&ResourceConfig, &UsbBundle
 }
 
 pub fn discover(ctx: &Ctx, inv: &mut Inventory) {
-    let bus = match ctx
-        .root
-        .open_from_root(&RelPath::new("bus/usb/devices").unwrap_or_default())
-    {
-        Ok(bus) => bus,
-        Err(e) if e.is_not_found() => return,
-        Err(e) => {
-            inv.skipped.push(Skipped {
-                device: "usb bus".into(),
-                reason: format!("cannot open: {e}"),
-            });
-            return;
-        }
-    };
-    let mut names = match bus.list(None) {
-        Ok(names) => names,
-        Err(e) => {
-            inv.skipped.push(Skipped {
-                device: "usb bus".into(),
-                reason: format!("cannot list: {e}"),
-            });
-            return;
-        }
+    let Some((bus, mut names)) = super::open_bus(ctx, inv, "usb") else {
+        return;
     };
     // Root hubs (usbN) and interfaces (with ':') are not devices to hand out.
     names.retain(|n| !n.starts_with("usb") && !n.contains(':'));
