@@ -42,7 +42,27 @@ fn check_accepts_a_good_file_and_positions_errors() {
     );
 }
 
-fn stop(mut child: Child, signal: Signal) -> (bool, String) {
+/// A running `mocksys mount`. Dropped on any path (a failed assertion included), it kills the
+/// server and lazily unmounts what it left, so a failing test never leaks a mount.
+struct Served {
+    child: Option<Child>,
+    sys: std::path::PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if mocksys::fuse::is_mounted(&self.sys) {
+            let _ = nix::mount::umount2(&self.sys, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn stop(served: &mut Served, signal: Signal) -> (bool, String) {
+    let mut child = served.child.take().expect("server still running");
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let exited = wait_for(Duration::from_secs(20), || {
         matches!(child.try_wait(), Ok(Some(_)))
@@ -59,8 +79,8 @@ fn stop(mut child: Child, signal: Signal) -> (bool, String) {
     (status.success(), stdout)
 }
 
-fn start(args: &[&str], host: &Path, dir: &Path) -> Child {
-    mocksys()
+fn start(args: &[&str], host: &Path, dir: &Path) -> Served {
+    let child = mocksys()
         .arg("mount")
         .args(args)
         .arg(host)
@@ -68,7 +88,11 @@ fn start(args: &[&str], host: &Path, dir: &Path) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Served {
+        child: Some(child),
+        sys: dir.join("sys"),
+    }
 }
 
 #[test]
@@ -78,7 +102,7 @@ fn mount_serves_until_sigterm_and_unmounts() {
     let host = dir.path().join("host.yaml");
     std::fs::write(&host, GOOD).unwrap();
     let root = dir.path().join("lab");
-    let child = start(&[], &host, &root);
+    let mut served = start(&[], &host, &root);
     let vendor = root.join("sys/bus/pci/devices/0000:00:05.0/vendor");
     let vfio = root.join("dev/vfio/vfio");
     assert!(
@@ -86,7 +110,7 @@ fn mount_serves_until_sigterm_and_unmounts() {
         "sys and dev came up"
     );
     assert_eq!(std::fs::read_to_string(&vendor).unwrap(), "0x8086\n");
-    let (ok, stdout) = stop(child, Signal::SIGTERM);
+    let (ok, stdout) = stop(&mut served, Signal::SIGTERM);
     assert!(ok, "{stdout}");
     assert!(!mocksys::fuse::is_mounted(&root.join("sys")));
     assert!(!vendor.exists());
@@ -98,10 +122,10 @@ fn plain_mount_says_it_has_no_write_semantics() {
     let host = dir.path().join("host.yaml");
     std::fs::write(&host, GOOD).unwrap();
     let root = dir.path().join("lab");
-    let child = start(&["--plain"], &host, &root);
+    let mut served = start(&["--plain"], &host, &root);
     let vendor = root.join("sys/bus/pci/devices/0000:00:05.0/vendor");
     assert!(wait_for(Duration::from_secs(20), || vendor.exists()));
-    let (ok, stdout) = stop(child, Signal::SIGINT);
+    let (ok, stdout) = stop(&mut served, Signal::SIGINT);
     assert!(ok, "{stdout}");
     assert!(stdout.contains("reads only"), "{stdout}");
 }
