@@ -90,11 +90,15 @@ impl Cluster {
                 tx.send_modify(|n| *n += 1);
             }
         }));
-        self.watch_agent(node);
+        self.forward_agent(node.agent_status_receiver());
     }
 
-    fn watch_agent(&mut self, node: &SimNode) {
-        if let Some(mut status) = node.agent_status_receiver() {
+    /// Bumps the change counter whenever the agent finishes a pass.
+    fn forward_agent(
+        &mut self,
+        status: Option<watch::Receiver<hostdev_agent::manager::AgentStatus>>,
+    ) {
+        if let Some(mut status) = status {
             let tx = self.changes.clone();
             self.forwarders.push(tokio::spawn(async move {
                 while status.changed().await.is_ok() {
@@ -127,20 +131,8 @@ impl Cluster {
         let node = self.node_mut(name)?;
         node.stop_agent().await;
         node.start_agent().await?;
-        let idx = self
-            .nodes
-            .iter()
-            .position(|n| n.name == name)
-            .unwrap_or_default();
-        let node = &self.nodes[idx];
-        if let Some(mut status) = node.agent_status_receiver() {
-            let tx = self.changes.clone();
-            self.forwarders.push(tokio::spawn(async move {
-                while status.changed().await.is_ok() {
-                    tx.send_modify(|n| *n += 1);
-                }
-            }));
-        }
+        let status = node.agent_status_receiver();
+        self.forward_agent(status);
         Ok(())
     }
 
