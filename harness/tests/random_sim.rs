@@ -1055,11 +1055,14 @@ fn describe(
     let _ = writeln!(out, "invariant {invariant} broke:\n  {detail}\n");
     let _ = writeln!(
         out,
-        "replay: HOSTDEV_SEED={seed} cargo nextest run -p hostdev-harness --test random_sim\n\
+        "replay: HOSTDEV_SEED={seed} cargo nextest run -p hostdev-harness --test random_sim random_scenarios\n\
          or save the scenario below as {file} and run: hostdev run --seed {seed} {file}\n"
     );
     let _ = writeln!(out, "cluster:\n{}", run::state(cluster));
-    let _ = writeln!(out, "last agent log lines:");
+    let _ = writeln!(
+        out,
+        "last agent log lines (process-wide: with HOSTDEV_SIM_JOBS > 1 other seeds' lines may mix in):"
+    );
     for l in logs::last(15) {
         let _ = writeln!(out, "  {l}");
     }
