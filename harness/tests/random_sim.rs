@@ -901,6 +901,8 @@ fn passes_needed(cluster: &Cluster, step: &Step) -> BTreeMap<String, u64> {
         Step::VfioBind(s) => one(&s.node.value),
         Step::Plug(s) => one(&s.node.value),
         Step::Unplug(s) => one(&s.node.value),
+        Step::Write(s) => one(&s.node.value),
+        Step::Modprobe(s) => one(&s.node.value),
         Step::Configure(_) => cluster
             .nodes
             .iter()
@@ -1097,10 +1099,14 @@ fn uevents_for(seed: u64) -> bool {
 
 /// Generates, parses and runs one seed on a thread of its own (own network namespace, runtime).
 fn run_seed(seed: u64, options: Options) -> SeedRun {
+    run_text(seed, &generate(seed), options)
+}
+
+/// Parses and runs scenario text with `seed` (generated, or written by hand in a test).
+fn run_text(seed: u64, yaml: &str, options: Options) -> SeedRun {
     logs::install();
     let started = Instant::now();
-    let yaml = generate(seed);
-    let sc = match scenario::parse(&yaml, format!("random-sim-{seed}.yaml")) {
+    let sc = match scenario::parse(yaml, format!("random-sim-{seed}.yaml")) {
         Ok(sc) => sc,
         Err(e) => {
             return SeedRun {
@@ -1304,6 +1310,56 @@ fn generated_scenarios_are_valid_and_replay_from_the_seed() {
         );
     }
     assert_ne!(generate(1), generate(2));
+}
+
+/// The checker sees what a VM holds: a drive unbound from vfio-pci under a Running VMI (a step
+/// the generator never writes) breaks invariant 3, though the node's counts are right.
+#[test]
+fn a_device_taken_from_a_running_vmi_breaks_invariant_3() {
+    let yaml = r#"name: taken
+kubevirt: {developerConfiguration: {featureGates: [HostDevices]}, permittedHostDevices: {pciHostDevices: [{pciVendorSelector: "8086:5845", resourceName: devices.kubevirt.io/nvme}]}}
+nodes:
+  - name: node01
+    host:
+      pci: [{address: "0000:05:00.0", preset: qemu-nvme, driver: vfio-pci, iommuGroup: 5}]
+steps:
+  - apply:
+      kind: VirtualMachineInstance
+      metadata: {name: vmi-1}
+      spec: {domain: {devices: {hostDevices: [{name: d0, deviceName: devices.kubevirt.io/nvme}]}}}
+  - write: {node: node01, path: /sys/bus/pci/drivers/vfio-pci/unbind, value: "0000:05:00.0"}
+"#;
+    let report = run_text(17, yaml, Options::default())
+        .failure
+        .expect("the unbind must be caught");
+    assert!(report.contains("failed with seed 17"), "{report}");
+    assert!(report.contains("at step 2 of 2 (write)"), "{report}");
+    assert!(report.contains(INV3), "{report}");
+    assert!(
+        report.contains("names 0000:05:00.0, which in node01's sysfs is bound to None"),
+        "{report}"
+    );
+}
+
+/// A configuration the agent rejects (the generator writes only valid ones) breaks invariant 4.
+#[test]
+fn a_rejected_configuration_breaks_invariant_4() {
+    let yaml = r#"name: rejected
+kubevirt: {developerConfiguration: {featureGates: [HostDevices]}, permittedHostDevices: {pciHostDevices: [{pciVendorSelector: "8086:5845", resourceName: devices.kubevirt.io/nvme}]}}
+nodes:
+  - name: node01
+    host:
+      pci: [{address: "0000:05:00.0", preset: qemu-nvme, driver: vfio-pci, iommuGroup: 5}]
+steps:
+  - configure:
+      kubevirt: {developerConfiguration: {featureGates: [HostDevices]}, permittedHostDevices: {pciHostDevices: [{pciVendorSelector: "not-an-id", resourceName: devices.kubevirt.io/nvme}]}}
+"#;
+    let report = run_text(5, yaml, Options::default())
+        .failure
+        .expect("the rejected configuration must be caught");
+    assert!(report.contains("at step 1 of 1 (configure)"), "{report}");
+    assert!(report.contains(INV4), "{report}");
+    assert!(report.contains("node01: config error"), "{report}");
 }
 
 /// The checker really checks: with node01's nvme truth made wrong from a given step on, the run
