@@ -258,12 +258,11 @@ fn generate(seed: u64) -> String {
             88..=93 => format!("  - restart: {{node: {name}, component: agent}}\n"),
             _ => {
                 let resource = *RESOURCES.choose(&mut rng).unwrap_or(&NVME);
-                let flag = permitted.get_mut(resource).map(|p| {
-                    *p = !*p;
-                });
-                if flag.is_none() {
+                // Drop a permitted resource, or re-add a dropped one.
+                let Some(p) = permitted.get_mut(resource) else {
                     continue;
-                }
+                };
+                *p = !*p;
                 let empty_list = rng.random_bool(0.5);
                 format!(
                     "  - configure:\n      kubevirt: {}\n",
