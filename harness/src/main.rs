@@ -52,6 +52,12 @@ enum Command {
     },
     /// Print the JSON Schema of scenario files (for editors).
     Schema,
+    /// Print the random scenario of a seed (the one the seeded simulation test runs); save it
+    /// and replay it with `hostdev run`.
+    Generate {
+        #[arg(long)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -194,6 +200,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Schema => {
             print!("{}", hostdev_harness::SCENARIO_SCHEMA);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate { seed } => {
+            print!("{}", hostdev_harness::sim::random::generate(seed));
             Ok(ExitCode::SUCCESS)
         }
     }

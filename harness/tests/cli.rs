@@ -125,3 +125,32 @@ fn schema_prints_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["title"], "hostdev scenario");
 }
+
+#[test]
+fn generate_prints_a_valid_scenario_that_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hostdev()
+        .args(["generate", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let again = hostdev()
+        .args(["generate", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout, again.stdout,
+        "the same seed gives the same scenario"
+    );
+    let file = write(
+        dir.path(),
+        "gen.yaml",
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    let run = hostdev().arg("run").arg(&file).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}

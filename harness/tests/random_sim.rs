@@ -1,6 +1,6 @@
 //! Seeded random simulation with invariants.
 //!
-//! For each seed a ChaCha RNG writes a random scenario as YAML text: one or two nodes with a few
+//! For each seed the generator in `hostdev_harness::sim::random` writes a random scenario as YAML text: one or two nodes with a few
 //! QEMU NVMe functions (some on vfio-pci, some on nvme) and QEMU USB sticks, a KubeVirt
 //! configuration permitting both, then 15-30 random steps (vfioBind, USB plug/unplug on fresh
 //! ports, PCI hotplug, VMIs applied and deleted, kubelet and agent restarts, a resource dropped
@@ -26,7 +26,7 @@
 //! `HOSTDEV_SIM_SEEDS=N` runs seeds 0..N (default 8), `HOSTDEV_SIM_SEEDS=A..B` seeds A..B,
 //! `HOSTDEV_SEED=S` exactly seed S; `HOSTDEV_SIM_JOBS` seeds at a time (default 2). Every fourth
 //! seed runs without uevents (inotify and the resync only). A failure prints the seed, the step,
-//! the invariant and the whole generated scenario.
+//! the invariant and the whole generated scenario; `hostdev generate --seed S` prints it too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -36,14 +36,9 @@ use std::time::{Duration, Instant};
 use hostdev_harness::scenario::{self, Phase, Scenario, Step};
 use hostdev_harness::sim::cluster::Cluster;
 use hostdev_harness::sim::node::SimNode;
+use hostdev_harness::sim::random::{NVME, RESOURCES, STORAGE, generate};
 use hostdev_harness::sim::{expect, logs, netns, run, steps};
-use rand::seq::IndexedRandom as _;
-use rand::{Rng as _, SeedableRng as _};
-use rand_chacha::ChaCha8Rng;
 
-const NVME: &str = "devices.kubevirt.io/nvme";
-const STORAGE: &str = "kubevirt.io/storage";
-const RESOURCES: [&str; 2] = [NVME, STORAGE];
 const DEFAULT_SEEDS: u64 = 8;
 
 /// Longest wait for the cluster to settle after a step: above the agent's 2 s safety-net resync.
@@ -52,251 +47,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(6);
 const QUIET: Duration = Duration::from_millis(60);
 /// Re-check at least this often while waiting (a /dev change has no exact subscription).
 const RECHECK: Duration = Duration::from_millis(50);
-
-// ---------------------------------------------------------------------------------------------
-// The generator: a model of the hosts and the configuration, written out as YAML.
-
-struct GenNode {
-    name: String,
-    /// PCI address → bound to vfio-pci.
-    pci: BTreeMap<String, bool>,
-    next_bus: u8,
-    /// USB sysfs names (`1-3`) currently plugged.
-    usb: BTreeSet<String>,
-    /// Next fresh port per bus (ports are never reused, so a USB device id never comes back).
-    next_port: [u8; 2],
-}
-
-impl GenNode {
-    fn nvme_count(&self) -> usize {
-        self.pci.values().filter(|v| **v).count()
-    }
-
-    fn fresh_usb(&mut self, rng: &mut ChaCha8Rng) -> Option<(u8, u8)> {
-        let free: Vec<usize> = (0..2).filter(|&b| self.next_port[b] <= 31).collect();
-        let &b = free.choose(rng)?;
-        let port = self.next_port[b];
-        self.next_port[b] += 1;
-        let bus = b as u8 + 1;
-        self.usb.insert(format!("{bus}-{port}"));
-        Some((bus, port))
-    }
-
-    fn fresh_pci(&mut self, rng: &mut ChaCha8Rng) -> (String, u8, bool) {
-        let bus = self.next_bus;
-        self.next_bus += 1;
-        let address = format!("0000:{bus:02x}:00.0");
-        let vfio = rng.random_bool(0.5);
-        self.pci.insert(address.clone(), vfio);
-        (address, bus, vfio)
-    }
-}
-
-fn pci_item(address: &str, group: u8, vfio: bool, numa: u8) -> String {
-    format!(
-        "{{address: \"{address}\", preset: qemu-nvme, driver: {}, iommuGroup: {group}, numaNode: {numa}}}",
-        if vfio { "vfio-pci" } else { "nvme" }
-    )
-}
-
-/// The KubeVirt configuration permitting the resources flagged true; a dropped one is left out
-/// or given as an empty list.
-fn kubevirt_config(permitted: &BTreeMap<&str, bool>, empty_list: bool) -> String {
-    let mut p = Vec::new();
-    let nvme = "[{pciVendorSelector: \"8086:5845\", resourceName: devices.kubevirt.io/nvme}]";
-    let usb =
-        "[{resourceName: kubevirt.io/storage, selectors: [{vendor: \"46f4\", product: \"0001\"}]}]";
-    if permitted[NVME] {
-        p.push(format!("pciHostDevices: {nvme}"));
-    } else if empty_list {
-        p.push("pciHostDevices: []".into());
-    }
-    if permitted[STORAGE] {
-        p.push(format!("usb: {usb}"));
-    } else if empty_list {
-        p.push("usb: []".into());
-    }
-    format!(
-        "{{developerConfiguration: {{featureGates: [HostDevices]}}, permittedHostDevices: {{{}}}}}",
-        p.join(", ")
-    )
-}
-
-/// The scenario text for `seed`; the same seed always gives the same text.
-fn generate(seed: u64) -> String {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut nodes: Vec<GenNode> = Vec::new();
-    let mut y = String::new();
-    let node_count = rng.random_range(1..=2);
-    let mut permitted: BTreeMap<&str, bool> = RESOURCES.iter().map(|r| (*r, true)).collect();
-    let _ = writeln!(y, "name: random-sim-{seed}");
-    let _ = writeln!(
-        y,
-        "description: generated by harness/tests/random_sim.rs from seed {seed}"
-    );
-    let _ = writeln!(y, "seed: {seed}");
-    let _ = writeln!(y, "kubevirt: {}", kubevirt_config(&permitted, false));
-    let _ = writeln!(y, "nodes:");
-    for n in 0..node_count {
-        let mut node = GenNode {
-            name: format!("node{:02}", n + 1),
-            pci: BTreeMap::new(),
-            next_bus: 5,
-            usb: BTreeSet::new(),
-            next_port: [1, 1],
-        };
-        let _ = writeln!(y, "  - name: {}", node.name);
-        let _ = writeln!(y, "    host:");
-        let _ = writeln!(y, "      modules: [nvme, vfio-pci]");
-        let _ = writeln!(y, "      pci:");
-        for _ in 0..rng.random_range(1..=4) {
-            let (address, bus, vfio) = node.fresh_pci(&mut rng);
-            let numa = rng.random_range(0..=1);
-            let _ = writeln!(y, "        - {}", pci_item(&address, bus, vfio, numa));
-        }
-        let usb_count = rng.random_range(0..=3);
-        if usb_count > 0 {
-            let _ = writeln!(y, "      usb:");
-        }
-        for _ in 0..usb_count {
-            if let Some((bus, port)) = node.fresh_usb(&mut rng) {
-                let _ = writeln!(
-                    y,
-                    "        - {{bus: {bus}, port: \"{port}\", preset: qemu-usb-storage}}"
-                );
-            }
-        }
-        nodes.push(node);
-    }
-    let _ = writeln!(y, "steps:");
-    let mut vmis: Vec<String> = Vec::new();
-    let mut applied = 0;
-    let steps = rng.random_range(15..=30);
-    let mut done = 0;
-    while done < steps {
-        let ni = rng.random_range(0..nodes.len());
-        let node = &mut nodes[ni];
-        let name = node.name.clone();
-        let roll = rng.random_range(0..100);
-        let text = match roll {
-            // vfioBind of a function still on nvme
-            0..=14 => {
-                let on_nvme: Vec<String> = node
-                    .pci
-                    .iter()
-                    .filter(|(_, v)| !**v)
-                    .map(|(a, _)| a.clone())
-                    .collect();
-                let Some(address) = on_nvme.choose(&mut rng) else {
-                    continue;
-                };
-                node.pci.insert(address.clone(), true);
-                format!("  - vfioBind: {{node: {name}, device: \"{address}\"}}\n")
-            }
-            15..=26 => {
-                let Some((bus, port)) = node.fresh_usb(&mut rng) else {
-                    continue;
-                };
-                format!(
-                    "  - plug: {{node: {name}, usb: {{bus: {bus}, port: \"{port}\", preset: qemu-usb-storage}}}}\n"
-                )
-            }
-            27..=36 => {
-                let plugged: Vec<String> = node.usb.iter().cloned().collect();
-                let Some(port) = plugged.choose(&mut rng) else {
-                    continue;
-                };
-                node.usb.remove(port);
-                format!("  - unplug: {{node: {name}, usb: \"{port}\"}}\n")
-            }
-            37..=44 => {
-                if node.next_bus > 0x30 {
-                    continue;
-                }
-                let (address, bus, vfio) = node.fresh_pci(&mut rng);
-                let numa = rng.random_range(0..=1);
-                format!(
-                    "  - plug: {{node: {name}, pci: {}}}\n",
-                    pci_item(&address, bus, vfio, numa)
-                )
-            }
-            45..=69 => {
-                applied += 1;
-                let vmi = format!("vmi-{applied}");
-                vmis.push(vmi.clone());
-                // Mostly a resource permitted right now; sometimes one that is not (admission).
-                let allowed: Vec<&str> =
-                    RESOURCES.iter().copied().filter(|r| permitted[r]).collect();
-                let pool = if allowed.is_empty() || rng.random_bool(0.15) {
-                    &RESOURCES[..]
-                } else {
-                    &allowed[..]
-                };
-                let resource = *pool.choose(&mut rng).unwrap_or(&NVME);
-                let count = rng.random_range(1..=2);
-                let devices: Vec<String> = (0..count)
-                    .map(|i| format!("{{name: d{i}, deviceName: {resource}}}"))
-                    .collect();
-                let selector = if node_count > 1 && rng.random_bool(0.3) {
-                    format!("nodeSelector: {{kubernetes.io/hostname: {name}}}, ")
-                } else {
-                    String::new()
-                };
-                format!(
-                    "  - apply:\n      apiVersion: kubevirt.io/v1\n      kind: VirtualMachineInstance\n      metadata: {{name: {vmi}}}\n      spec: {{{selector}domain: {{devices: {{hostDevices: [{}]}}}}}}\n",
-                    devices.join(", ")
-                )
-            }
-            70..=81 => {
-                if vmis.is_empty() {
-                    continue;
-                }
-                let vmi = vmis.remove(rng.random_range(0..vmis.len()));
-                format!("  - delete: {{vmi: {vmi}}}\n")
-            }
-            82..=87 => format!("  - restart: {{node: {name}, component: kubelet}}\n"),
-            88..=93 => format!("  - restart: {{node: {name}, component: agent}}\n"),
-            _ => {
-                let resource = *RESOURCES.choose(&mut rng).unwrap_or(&NVME);
-                // Drop a permitted resource, or re-add a dropped one.
-                let Some(p) = permitted.get_mut(resource) else {
-                    continue;
-                };
-                *p = !*p;
-                let empty_list = rng.random_bool(0.5);
-                format!(
-                    "  - configure:\n      kubevirt: {}\n",
-                    kubevirt_config(&permitted, empty_list)
-                )
-            }
-        };
-        y.push_str(&text);
-        done += 1;
-        // What the model says every node's kubelet must settle on.
-        for n in &nodes {
-            let nvme = if permitted[NVME] { n.nvme_count() } else { 0 };
-            let usb = if permitted[STORAGE] { n.usb.len() } else { 0 };
-            let mut capacity = Vec::new();
-            if permitted[NVME] {
-                capacity.push(format!("{NVME}: {nvme}"));
-            }
-            if permitted[STORAGE] {
-                capacity.push(format!("{STORAGE}: {usb}"));
-            }
-            let _ = writeln!(
-                y,
-                "  - expect: {{node: {}, allocatable: {{{NVME}: {nvme}, {STORAGE}: {usb}}}{}}}",
-                n.name,
-                if capacity.is_empty() {
-                    String::new()
-                } else {
-                    format!(", capacity: {{{}}}", capacity.join(", "))
-                }
-            );
-        }
-    }
-    y
-}
 
 // ---------------------------------------------------------------------------------------------
 // The truth, from the mocksys hosts (the kernel model behind each node's sysfs).
@@ -1400,19 +1150,5 @@ fn generated_scenarios_replay_with_the_scenario_runner() {
         let out = hostdev_harness::sim::run_scenario(&sc, Default::default());
         assert!(out.passed(), "{}", out.failure.unwrap_or_default());
         assert_eq!(out.seed, seed);
-    }
-}
-
-/// Prints the scenario of `HOSTDEV_SEED` to save and replay with `hostdev run`:
-/// `HOSTDEV_SEED=S cargo nextest run -p hostdev-harness --test random_sim --run-ignored only --no-capture`
-#[test]
-#[ignore = "prints the scenario of HOSTDEV_SEED"]
-fn print_generated_scenario() {
-    match std::env::var("HOSTDEV_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        Some(seed) => println!("{}", generate(seed)),
-        None => println!("set HOSTDEV_SEED to the seed whose scenario to print"),
     }
 }

@@ -147,3 +147,24 @@ fn nvme_seed_sweep_picks_both_drives_and_replays() {
         );
     }
 }
+
+/// As root, each scenario runs in a network namespace of its own, so hosts multicast real uevents
+/// that never reach the machine's namespace.
+#[test]
+fn scenarios_get_a_private_network_namespace_as_root() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: not root, so no private network namespace");
+        return;
+    }
+    let private = std::thread::spawn(hostdev_harness::sim::netns::enter_private)
+        .join()
+        .unwrap();
+    assert!(
+        private,
+        "a fresh thread should be able to enter a private network namespace"
+    );
+    assert!(
+        !hostdev_harness::sim::netns::is_private(),
+        "this thread stays in the machine's namespace"
+    );
+}

@@ -9,6 +9,7 @@ pub mod expect;
 pub mod logs;
 pub mod netns;
 pub mod node;
+pub mod random;
 pub mod run;
 pub mod steps;
 pub mod vmi;
