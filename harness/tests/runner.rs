@@ -168,3 +168,36 @@ fn scenarios_get_a_private_network_namespace_as_root() {
         "this thread stays in the machine's namespace"
     );
 }
+
+/// As root, a scenario's mounts live in a mount namespace of its own: invisible outside, and gone
+/// with the process even if it is killed.
+#[test]
+fn scenario_mounts_stay_inside_the_scenarios_mount_namespace() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: not root, so no private mount namespace");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().to_owned();
+    let seen_inside = std::thread::spawn(move || {
+        assert!(hostdev_harness::sim::netns::enter_private_mounts());
+        nix::mount::mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let inside = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+        inside.contains(&target.display().to_string())
+    })
+    .join()
+    .unwrap();
+    assert!(seen_inside, "the thread sees its own mount");
+    let outside = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+    assert!(
+        !outside.contains(&dir.path().display().to_string()),
+        "the mount must not be visible outside"
+    );
+}

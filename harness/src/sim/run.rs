@@ -38,6 +38,8 @@ pub fn run_scenario(sc: &Scenario, options: RunOptions) -> Outcome {
     logs::install();
     std::thread::scope(|s| {
         s.spawn(|| {
+            // Mounts first: a scenario's FUSE mounts then live and die with this process.
+            netns::enter_private_mounts();
             let netlink = netns::enter_private();
             let started = Instant::now();
             let seed = sc.seed(options.seed);

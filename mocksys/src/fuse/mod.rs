@@ -236,9 +236,10 @@ pub fn is_mounted(path: &Path) -> bool {
 }
 
 /// The `(major, minor)` device of the FUSE mount at `path`, if one is mounted there (read
-/// from mountinfo, never by touching the mount itself, which may be stuck).
+/// from mountinfo, never by touching the mount itself, which may be stuck). The calling
+/// thread's mountinfo: a thread may live in a mount namespace of its own.
 pub(crate) fn mounted_fuse_device(path: &Path) -> Option<(u32, u32)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let info = std::fs::read_to_string("/proc/thread-self/mountinfo").ok()?;
     let want = path.to_string_lossy().replace(' ', "\\040");
     info.lines().rev().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
