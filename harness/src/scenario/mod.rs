@@ -25,6 +25,8 @@ pub struct Scenario {
     pub file: PathBuf,
     pub source: Arc<str>,
     pub raw: RawScenario,
+    /// The validated host of each node, in `raw.nodes` order.
+    pub hosts: Vec<mocksys::HostSpec>,
 }
 
 impl Scenario {
@@ -43,9 +45,14 @@ pub fn parse(text: &str, file: impl Into<PathBuf>) -> Result<Scenario, ScenarioE
     let source: Arc<str> = Arc::from(text);
     let raw: RawScenario =
         serde_saphyr::from_str(text).map_err(|e| ScenarioError::from_yaml(&file, &source, &e))?;
-    validate::check(&raw, &file.display().to_string())
+    let hosts = validate::check(&raw, &file.display().to_string())
         .map_err(|(span, message)| ScenarioError::at(&file, &source, span, message))?;
-    Ok(Scenario { file, source, raw })
+    Ok(Scenario {
+        file,
+        source,
+        raw,
+        hosts,
+    })
 }
 
 /// Reads and parses one scenario file.

@@ -52,8 +52,9 @@ fn host_error(e: mocksys::spec::SpecError) -> (Span, String) {
     }
 }
 
-/// Validates a parsed scenario; the first problem found is returned with where it is.
-pub fn check(sc: &RawScenario, file: &str) -> Check {
+/// Validates a parsed scenario; the first problem found is returned with where it is. Gives the
+/// validated host of every node, in node order.
+pub fn check(sc: &RawScenario, file: &str) -> Result<Vec<mocksys::HostSpec>, (Span, String)> {
     if sc.name.value.trim().is_empty() {
         return fail(&sc.name, "name is empty");
     }
@@ -64,6 +65,7 @@ pub fn check(sc: &RawScenario, file: &str) -> Check {
         );
     }
     let mut nodes = BTreeSet::new();
+    let mut hosts = Vec::with_capacity(sc.nodes.len());
     for n in &sc.nodes {
         let name = &n.value.name;
         if name.value.is_empty() {
@@ -72,10 +74,10 @@ pub fn check(sc: &RawScenario, file: &str) -> Check {
         if !nodes.insert(name.value.as_str()) {
             return fail(name, format!("node {:?} is defined twice", name.value));
         }
-        n.value.host.validate(file).map_err(|e| {
+        hosts.push(n.value.host.validate(file).map_err(|e| {
             let (span, msg) = host_error(e);
             (span, format!("node {}: host.{msg}", name.value))
-        })?;
+        })?);
     }
     let known = |node: &Spanned<String>| -> Check {
         if nodes.contains(node.value.as_str()) {
@@ -168,7 +170,7 @@ pub fn check(sc: &RawScenario, file: &str) -> Check {
             Step::Expect(e) => expect(step, e, &applied, &known)?,
         }
     }
-    Ok(())
+    Ok(hosts)
 }
 
 fn expect(

@@ -33,7 +33,6 @@ pub struct Cluster {
 impl Cluster {
     /// Builds every node of the scenario and starts its kubelet and agent.
     pub async fn start(sc: &Scenario, seed: u64, netlink: bool) -> Result<Cluster> {
-        let file = sc.file.display().to_string();
         let kubevirt = sc
             .raw
             .kubevirt
@@ -52,13 +51,8 @@ impl Cluster {
             forwarders: Vec::new(),
         };
         let json = serde_json::to_string_pretty(&kubevirt)?;
-        for (i, n) in sc.raw.nodes.iter().enumerate() {
-            let spec = n
-                .value
-                .host
-                .validate(&file)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let host = mocksys::Host::from_spec(&spec)
+        for (i, (n, spec)) in sc.raw.nodes.iter().zip(&sc.hosts).enumerate() {
+            let host = mocksys::Host::from_spec(spec)
                 .map_err(|e| anyhow::anyhow!("node {}: {e}", n.value.name.value))?;
             let node_seed = derive_seed(seed, i as u64);
             let node = SimNode::start(
