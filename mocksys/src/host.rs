@@ -121,9 +121,7 @@ impl Host {
                 uevents: Vec::new(),
             }
         };
-        for s in self.0.subscribers.read().iter() {
-            s(&change);
-        }
+        self.notify(&change);
         id
     }
 
@@ -173,10 +171,16 @@ impl Host {
             };
             (result, change)
         };
-        for s in self.0.subscribers.read().iter() {
-            s(&change);
-        }
+        self.notify(&change);
         result
+    }
+
+    /// Tells every subscriber of `change`, in subscription order. Callers hold the ordering
+    /// lock and no model lock.
+    fn notify(&self, change: &Change) {
+        for s in self.0.subscribers.read().iter() {
+            s(change);
+        }
     }
 
     /// `modprobe NAME`.

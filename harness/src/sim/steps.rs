@@ -15,6 +15,8 @@ pub async fn run_step(cluster: &mut Cluster, sc: &Scenario, step: &Step) -> Resu
     let file = sc.file.display().to_string();
     match step {
         Step::VfioBind(s) => {
+            // Not `Host::vfio_bind`: that writes through the model directly, and this step is
+            // meant to go through the FUSE mount as the seed's `echo` commands would.
             let node = cluster.node(&s.node.value)?;
             let addr = s.device.value.to_lowercase();
             let dev = node.local_path(&format!("/sys/bus/pci/devices/{addr}"));
