@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"sync"
+	_ "unsafe" // for go:linkname
+
+	cadvisorapi "github.com/google/cadvisor/lib/model"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/klog/v2"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+	"k8s.io/kubernetes/pkg/kubelet/checkpointmanager"
+	"k8s.io/kubernetes/pkg/kubelet/cm/containermap"
+	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
+	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager/checkpoint"
+	"k8s.io/kubernetes/pkg/kubelet/cm/topologymanager"
+	"k8s.io/kubernetes/pkg/kubelet/config"
+	"k8s.io/kubernetes/pkg/kubelet/lifecycle"
+)
+
+// checkpointName is the file the manager keeps in the plugin directory (the constant is unexported upstream).
+const checkpointName = "kubelet_internal_checkpoint"
+
+// newManagerImpl is the constructor behind devicemanager.NewManagerImpl, which only differs by fixing the socket to
+// /var/lib/kubelet/device-plugins/kubelet.sock (the real kubelet has no flag for it). Upstream's own manager tests
+// call it with a temporary socket path; we do the same so that several managers can run on one machine, each on its
+// own directory, without root or a mount namespace. The signature is checked when this program links.
+//
+//go:linkname newManagerImpl k8s.io/kubernetes/pkg/kubelet/cm/devicemanager.newManagerImpl
+func newManagerImpl(logger klog.Logger, socketPath string, topology []cadvisorapi.Node,
+	topologyAffinityStore topologymanager.Store) (*devicemanager.ManagerImpl, error)
+
+// node is one kubelet's device manager plus the little of the kubelet it needs: the active pods it admitted.
+type node struct {
+	logger klog.Logger
+	dir    string
+	m      *devicemanager.ManagerImpl
+
+	mu   sync.Mutex
+	pods map[string]*v1.Pod // by UID, in the order they were admitted (see order)
+	// order keeps status output in admission order rather than Go map order.
+	order []string
+	// restored lists the pods found in the checkpoint at start, which stay active until freed.
+	restored []string
+}
+
+func startNode(logger klog.Logger, dir string, numaNodes int) (*node, error) {
+	if numaNodes < 1 {
+		return nil, fmt.Errorf("--numa-nodes %d: a machine has at least one NUMA node", numaNodes)
+	}
+	var topology []cadvisorapi.Node
+	for i := 0; i < numaNodes; i++ {
+		topology = append(topology, cadvisorapi.Node{Id: i})
+	}
+	// The kubelet's default Topology Manager policy is "none"; the device manager asks it for each container's
+	// NUMA affinity while it allocates.
+	tm, err := topologymanager.NewManager(logger, topology, topologymanager.PolicyNone,
+		topologymanager.ContainerTopologyScope, nil)
+	if err != nil {
+		return nil, fmt.Errorf("topology manager: %w", err)
+	}
+	socket := filepath.Join(dir, filepath.Base(pluginapi.KubeletSocket))
+	m, err := newManagerImpl(logger, socket, topology, tm)
+	if err != nil {
+		return nil, fmt.Errorf("device manager on %s: %w", socket, err)
+	}
+	n := &node{logger: logger, dir: dir, m: m, pods: map[string]*v1.Pod{}}
+	// A kubelet restart leaves the pods running; the real kubelet learns them again from the API server. Ours are
+	// the ones in the checkpoint, so their devices are not freed as "pods no longer active" at the next admission.
+	if err := n.restorePods(); err != nil {
+		return nil, err
+	}
+	sourcesReady := config.NewSourcesReady(func(sets.Set[string]) bool { return true })
+	if err := m.Start(logger, n.activePods, sourcesReady, containermap.NewContainerMap(), sets.New[string]()); err != nil {
+		return nil, fmt.Errorf("device manager on %s: start: %w", socket, err)
+	}
+	// The kubelet drains this channel (device health of allocated devices for pod status); left full, the manager
+	// logs an error for every further health change.
+	go func() {
+		for u := range m.Updates() {
+			logger.V(2).Info("Device health changed for pods", "pods", u.PodUIDs)
+		}
+	}()
+	return n, nil
+}
+
+func (n *node) activePods() []*v1.Pod {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*v1.Pod, 0, len(n.order))
+	for _, uid := range n.order {
+		out = append(out, n.pods[uid])
+	}
+	return out
+}
+
+// restorePods reads the checkpoint with upstream's own checkpoint code and makes each pod in it active again, with
+// one app container per (pod, container) asking for as many devices of each resource as it holds.
+func (n *node) restorePods() error {
+	cm, err := checkpointmanager.NewCheckpointManager(n.dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint in %s: %w", n.dir, err)
+	}
+	cp := checkpoint.New(nil, nil)
+	if err := cm.GetCheckpoint(checkpointName, cp); err != nil {
+		// A missing or corrupt checkpoint is the manager's to report (it logs and starts empty).
+		n.logger.V(2).Info("No pods restored from checkpoint", "dir", n.dir, "err", err)
+		return nil
+	}
+	entries, _ := cp.GetData()
+	for _, e := range entries {
+		p := n.pod(e.PodUID)
+		c := containerIn(p, e.ContainerName, false)
+		c.Resources.Limits[v1.ResourceName(e.ResourceName)] = *resource.NewQuantity(int64(e.DeviceIDs.Devices().Len()), resource.DecimalSI)
+	}
+	n.restored = append([]string(nil), n.order...)
+	return nil
+}
+
+// pod returns the active pod with this UID, creating it.
+func (n *node) pod(uid string) *v1.Pod {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p, ok := n.pods[uid]; ok {
+		return p
+	}
+	p := &v1.Pod{}
+	p.UID = types.UID(uid)
+	p.Name = uid
+	p.Namespace = "default"
+	n.pods[uid] = p
+	n.order = append(n.order, uid)
+	return p
+}
+
+func (n *node) forget(uid string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.pods[uid]; !ok {
+		return false
+	}
+	delete(n.pods, uid)
+	for i, u := range n.order {
+		if u == uid {
+			n.order = append(n.order[:i], n.order[i+1:]...)
+			break
+		}
+	}
+	return true
+}
+
+// containerIn finds or adds a container in the pod spec. The manager tells init containers from app containers by
+// looking the name up in pod.Spec.InitContainers.
+func containerIn(p *v1.Pod, name string, init bool) *v1.Container {
+	list := &p.Spec.Containers
+	if init {
+		list = &p.Spec.InitContainers
+	}
+	for i := range p.Spec.InitContainers {
+		if p.Spec.InitContainers[i].Name == name {
+			return &p.Spec.InitContainers[i]
+		}
+	}
+	for i := range p.Spec.Containers {
+		if p.Spec.Containers[i].Name == name {
+			return &p.Spec.Containers[i]
+		}
+	}
+	*list = append(*list, v1.Container{Name: name, Resources: v1.ResourceRequirements{Limits: v1.ResourceList{}}})
+	return &(*list)[len(*list)-1]
+}
+
+// allocate admits one container the way the kubelet does: Allocate at admission, then GetDeviceRunContainerOptions
+// when the container is started (which is where PreStartContainer is called).
+func (n *node) allocate(ctx context.Context, req allocateRequest) (*devicemanager.DeviceRunContainerOptions, error) {
+	p := n.pod(req.Pod)
+	n.mu.Lock()
+	c := containerIn(p, req.Container, req.Init)
+	if req.Init && req.Restartable {
+		always := v1.ContainerRestartPolicyAlways
+		c.RestartPolicy = &always
+	}
+	c.Resources.Limits = v1.ResourceList{}
+	for name, count := range req.Resources {
+		q := *resource.NewQuantity(count, resource.DecimalSI)
+		c.Resources.Limits[v1.ResourceName(name)] = q
+		c.Resources.Requests = c.Resources.Limits
+	}
+	container := c.DeepCopy()
+	n.mu.Unlock()
+
+	if err := n.m.Allocate(ctx, p, container, lifecycle.AddOperation); err != nil {
+		return nil, err
+	}
+	return n.m.GetDeviceRunContainerOptions(ctx, p, container)
+}
+
+// devices lists the device IDs the manager holds for each container of each active pod, sorted.
+func (n *node) devices() []podDevices {
+	var out []podDevices
+	for _, p := range n.activePods() {
+		for _, c := range append(append([]v1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+			got := idsByResource(n.m.GetDevices(string(p.UID), c.Name))
+			if len(got) == 0 {
+				continue
+			}
+			out = append(out, podDevices{Pod: string(p.UID), Container: c.Name, Devices: got})
+		}
+	}
+	return out
+}
+
+func idsByResource(in devicemanager.ResourceDeviceInstances) map[string][]string {
+	out := map[string][]string{}
+	for res, devs := range in {
+		for id := range devs {
+			out[res] = append(out[res], id)
+		}
+		sort.Strings(out[res])
+	}
+	return out
+}
+
+func (n *node) stop() {
+	if err := n.m.Stop(n.logger); err != nil {
+		n.logger.Error(err, "Stopping the device manager")
+	}
+}
+
+func kubernetesVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	for _, d := range info.Deps {
+		if d.Path == "k8s.io/kubernetes" {
+			return d.Version
+		}
+	}
+	return "unknown"
+}
