@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/status"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
@@ -30,6 +31,34 @@ func equal[T any](t *testing.T, what string, got, want T) {
 	}
 }
 
+type checkpointFile struct {
+	Data struct {
+		PodDeviceEntries  []any
+		RegisteredDevices map[string][]string
+	}
+	Checksum uint64
+}
+
+// waitForCheckpoint polls the manager's checkpoint file until ok accepts it, and returns its bytes.
+func waitForCheckpoint(t *testing.T, dir string, ok func(checkpointFile) bool) []byte {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last []byte
+	for time.Now().Before(deadline) {
+		raw, err := os.ReadFile(checkpointPath(dir))
+		if err == nil {
+			last = raw
+			var cp checkpointFile
+			if json.Unmarshal(raw, &cp) == nil && ok(cp) {
+				return raw
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("checkpoint %s never matched within 10s; last content: %s", checkpointPath(dir), last)
+	return nil
+}
+
 func TestRegistrationCapacityAndCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	k := startKubelet(t, dir)
@@ -47,24 +76,17 @@ func TestRegistrationCapacityAndCheckpoint(t *testing.T) {
 		Capacity: 3, Allocatable: 2, Healthy: []string{"a", "b"}, Unhealthy: []string{"c"},
 		Allocated: []string{}, Endpoints: []string{filepath.Join(dir, "nvme.sock")}})
 
-	// The manager rewrites its checkpoint after each ListAndWatch message: the healthy devices are registered.
-	var cp struct {
-		Data struct {
-			PodDeviceEntries  []any
-			RegisteredDevices map[string][]string
-		}
-		Checksum uint64
-	}
-	raw, err := os.ReadFile(checkpointPath(dir))
-	if err != nil {
-		t.Fatalf("checkpoint: %v", err)
-	}
+	// The manager rewrites its checkpoint after each ListAndWatch message (just after it updates its device sets,
+	// so the status above may come first): the healthy devices are registered.
+	raw := waitForCheckpoint(t, dir, func(cp checkpointFile) bool {
+		got := cp.Data.RegisteredDevices[nvme]
+		slices.Sort(got)
+		return slices.Equal(got, []string{"a", "b"})
+	})
+	var cp checkpointFile
 	if err := json.Unmarshal(raw, &cp); err != nil {
-		t.Fatalf("checkpoint %s: %v", raw, err)
+		t.Fatal(err)
 	}
-	got := cp.Data.RegisteredDevices[nvme]
-	slices.Sort(got)
-	equal(t, "checkpoint RegisteredDevices", got, []string{"a", "b"})
 	if cp.Data.PodDeviceEntries != nil || cp.Checksum == 0 {
 		t.Fatalf("checkpoint with no pods: %s", raw)
 	}
@@ -183,6 +205,7 @@ func TestCheckpointSurvivesRestart(t *testing.T) {
 	// resource at 0 allocatable with its allocation until the plugin registers again.
 	k = startKubelet(t, dir)
 	equal(t, "restored pods", k.ready.Restored, []string{"p1"})
+	equal(t, "restored from", k.ready.From, "pods-file")
 	if _, err := os.Stat(filepath.Join(dir, "nvme.sock")); !os.IsNotExist(err) {
 		t.Fatalf("the old plugin socket survived the restart: %v", err)
 	}
@@ -258,4 +281,93 @@ func TestBadCommandsAreRequestErrors(t *testing.T) {
 	if e.OK || e.Kind != "timeout" {
 		t.Fatalf("wait on a resource nobody serves: %+v", e)
 	}
+}
+
+// A pod freed before a restart stays in the checkpoint (the manager does not rewrite it on free, as on a node), but
+// it is not active any more: the restarted manager frees its devices at the next admission.
+func TestFreedPodIsNotRestored(t *testing.T) {
+	dir := t.TempDir()
+	k := startKubelet(t, dir)
+	p := newTestPlugin(t, dir, nvme, "nvme.sock", healthy("a"))
+	p.serve()
+	k.waitFor(nvme, 1, 1)
+	k.mustAllocate("p1", "c", map[string]int64{nvme: 1})
+	var f freeReply
+	k.do(&f, "free", map[string]any{"pod": "p1"})
+	k.stop()
+	p.stop()
+
+	k = startKubelet(t, dir)
+	equal(t, "restored pods", k.ready.Restored, []string{})
+	s := k.status()
+	equal(t, "allocated from the checkpoint", s.Resources[nvme].Allocated, []string{"a"})
+	equal(t, "active pods", s.Pods, []podDevices{})
+	newTestPlugin(t, dir, nvme, "nvme-2.sock", healthy("a")).serve()
+	k.waitFor(nvme, 1, 1)
+	a := k.mustAllocate("p2", "c", map[string]int64{nvme: 1})
+	equal(t, "p2 gets the device of the freed pod", a.Devices, map[string][]string{nvme: {"a"}})
+}
+
+// Without our pods file (a directory another kubelet left), every pod in the checkpoint is taken as running.
+func TestPodsRestoredFromACheckpointAlone(t *testing.T) {
+	dir := t.TempDir()
+	k := startKubelet(t, dir)
+	p := newTestPlugin(t, dir, nvme, "nvme.sock", healthy("a", "b"))
+	p.serve()
+	k.waitFor(nvme, 2, 1)
+	k.mustAllocate("p1", "c1", map[string]int64{nvme: 2})
+	k.stop()
+	p.stop()
+	if err := os.Remove(filepath.Join(dir, podsFileName)); err != nil {
+		t.Fatal(err)
+	}
+
+	k = startKubelet(t, dir)
+	equal(t, "restored pods", k.ready.Restored, []string{"p1"})
+	equal(t, "restored from", k.ready.From, "checkpoint")
+	newTestPlugin(t, dir, nvme, "nvme-2.sock", healthy("a", "b")).serve()
+	k.waitFor(nvme, 2, 1)
+	// Re-admitting the restored container asks for what it holds: the manager finds its devices, no new Allocate.
+	a := k.mustAllocate("p1", "c1", map[string]int64{nvme: 2})
+	equal(t, "devices of the restored container", a.Devices, map[string][]string{nvme: {"a", "b"}})
+	equal(t, "its run options come from the checkpointed response", a.Envs, map[string]string{"TEST_DEVICES": "a,b"})
+}
+
+func TestAppContainerReusesTheInitContainersDevices(t *testing.T) {
+	dir := t.TempDir()
+	k := startKubelet(t, dir)
+	p := newTestPlugin(t, dir, nvme, "nvme.sock", healthy("a", "b", "c"))
+	p.serve()
+	k.waitFor(nvme, 3, 1)
+	var a allocateReply
+	line := k.do(&a, "allocate", map[string]any{"pod": "p1", "container": "setup", "init": true,
+		"resources": map[string]int64{nvme: 1}})
+	if !a.OK {
+		t.Fatalf("allocate init container: %s", line)
+	}
+	app := k.mustAllocate("p1", "compute", map[string]int64{nvme: 1})
+	equal(t, "app container's devices", app.Devices, a.Devices)
+	equal(t, "allocated", k.status().Resources[nvme].Allocated, a.Devices[nvme])
+	equal(t, "Allocate RPCs (the reused device is allocated again)", p.allocateCalls(),
+		[][]string{a.Devices[nvme], a.Devices[nvme]})
+}
+
+// v1.37 keeps every connected plugin of a resource: a plugin re-registering on a new socket before its old stream
+// ends adds an endpoint, and the old one going away leaves the resource served.
+func TestReRegistrationOnANewSocket(t *testing.T) {
+	dir := t.TempDir()
+	k := startKubelet(t, dir)
+	old := newTestPlugin(t, dir, nvme, "nvme-1.sock", healthy("a", "b"))
+	old.serve()
+	k.waitFor(nvme, 2, 1)
+	newTestPlugin(t, dir, nvme, "nvme-2.sock", healthy("a", "b", "c")).serve()
+	s := k.waitFor(nvme, 3, 2)
+	equal(t, "endpoints", s.Resources[nvme].Endpoints,
+		[]string{filepath.Join(dir, "nvme-1.sock"), filepath.Join(dir, "nvme-2.sock")})
+	old.stop()
+	s = k.waitFor(nvme, 3, 1)
+	equal(t, "after the old plugin left", s.Resources[nvme], resourceStatus{Capacity: 3, Allocatable: 3,
+		Healthy: []string{"a", "b", "c"}, Unhealthy: []string{}, Allocated: []string{},
+		Endpoints: []string{filepath.Join(dir, "nvme-2.sock")}})
+	k.mustAllocate("p1", "c", map[string]int64{nvme: 3})
 }

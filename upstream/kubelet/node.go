@@ -12,14 +12,11 @@ import (
 	cadvisorapi "github.com/google/cadvisor/lib/model"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/klog/v2"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
-	"k8s.io/kubernetes/pkg/kubelet/checkpointmanager"
 	"k8s.io/kubernetes/pkg/kubelet/cm/containermap"
 	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager"
-	"k8s.io/kubernetes/pkg/kubelet/cm/devicemanager/checkpoint"
 	"k8s.io/kubernetes/pkg/kubelet/cm/topologymanager"
 	"k8s.io/kubernetes/pkg/kubelet/config"
 	"k8s.io/kubernetes/pkg/kubelet/lifecycle"
@@ -47,8 +44,9 @@ type node struct {
 	pods map[string]*v1.Pod // by UID, in the order they were admitted (see order)
 	// order keeps status output in admission order rather than Go map order.
 	order []string
-	// restored lists the pods found in the checkpoint at start, which stay active until freed.
-	restored []string
+	// restored lists the pods made active again at start, and restoredFrom where they came from.
+	restored     []string
+	restoredFrom string
 }
 
 func startNode(logger klog.Logger, dir string, numaNodes int) (*node, error) {
@@ -72,9 +70,9 @@ func startNode(logger klog.Logger, dir string, numaNodes int) (*node, error) {
 		return nil, fmt.Errorf("device manager on %s: %w", socket, err)
 	}
 	n := &node{logger: logger, dir: dir, m: m, pods: map[string]*v1.Pod{}}
-	// A kubelet restart leaves the pods running; the real kubelet learns them again from the API server. Ours are
-	// the ones in the checkpoint, so their devices are not freed as "pods no longer active" at the next admission.
-	if err := n.restorePods(); err != nil {
+	// A kubelet restart leaves the pods running, and the real kubelet learns them again from the API server
+	// before it admits anything; without them the manager would free their devices at the next admission.
+	if n.restoredFrom, err = n.restorePods(); err != nil {
 		return nil, err
 	}
 	sourcesReady := config.NewSourcesReady(func(sets.Set[string]) bool { return true })
@@ -89,92 +87,6 @@ func startNode(logger klog.Logger, dir string, numaNodes int) (*node, error) {
 		}
 	}()
 	return n, nil
-}
-
-func (n *node) activePods() []*v1.Pod {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]*v1.Pod, 0, len(n.order))
-	for _, uid := range n.order {
-		out = append(out, n.pods[uid])
-	}
-	return out
-}
-
-// restorePods reads the checkpoint with upstream's own checkpoint code and makes each pod in it active again, with
-// one app container per (pod, container) asking for as many devices of each resource as it holds.
-func (n *node) restorePods() error {
-	cm, err := checkpointmanager.NewCheckpointManager(n.dir)
-	if err != nil {
-		return fmt.Errorf("checkpoint in %s: %w", n.dir, err)
-	}
-	cp := checkpoint.New(nil, nil)
-	if err := cm.GetCheckpoint(checkpointName, cp); err != nil {
-		// A missing or corrupt checkpoint is the manager's to report (it logs and starts empty).
-		n.logger.V(2).Info("No pods restored from checkpoint", "dir", n.dir, "err", err)
-		return nil
-	}
-	entries, _ := cp.GetData()
-	for _, e := range entries {
-		p := n.pod(e.PodUID)
-		c := containerIn(p, e.ContainerName, false)
-		c.Resources.Limits[v1.ResourceName(e.ResourceName)] = *resource.NewQuantity(int64(e.DeviceIDs.Devices().Len()), resource.DecimalSI)
-	}
-	n.restored = append([]string(nil), n.order...)
-	return nil
-}
-
-// pod returns the active pod with this UID, creating it.
-func (n *node) pod(uid string) *v1.Pod {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if p, ok := n.pods[uid]; ok {
-		return p
-	}
-	p := &v1.Pod{}
-	p.UID = types.UID(uid)
-	p.Name = uid
-	p.Namespace = "default"
-	n.pods[uid] = p
-	n.order = append(n.order, uid)
-	return p
-}
-
-func (n *node) forget(uid string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, ok := n.pods[uid]; !ok {
-		return false
-	}
-	delete(n.pods, uid)
-	for i, u := range n.order {
-		if u == uid {
-			n.order = append(n.order[:i], n.order[i+1:]...)
-			break
-		}
-	}
-	return true
-}
-
-// containerIn finds or adds a container in the pod spec. The manager tells init containers from app containers by
-// looking the name up in pod.Spec.InitContainers.
-func containerIn(p *v1.Pod, name string, init bool) *v1.Container {
-	list := &p.Spec.Containers
-	if init {
-		list = &p.Spec.InitContainers
-	}
-	for i := range p.Spec.InitContainers {
-		if p.Spec.InitContainers[i].Name == name {
-			return &p.Spec.InitContainers[i]
-		}
-	}
-	for i := range p.Spec.Containers {
-		if p.Spec.Containers[i].Name == name {
-			return &p.Spec.Containers[i]
-		}
-	}
-	*list = append(*list, v1.Container{Name: name, Resources: v1.ResourceRequirements{Limits: v1.ResourceList{}}})
-	return &(*list)[len(*list)-1]
 }
 
 // allocate admits one container the way the kubelet does: Allocate at admission, then GetDeviceRunContainerOptions

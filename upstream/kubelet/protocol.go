@@ -52,6 +52,7 @@ type readyReply struct {
 	Checkpoint string   `json:"checkpoint"`
 	Kubernetes string   `json:"kubernetes"`
 	Restored   []string `json:"restored_pods"`
+	From       string   `json:"restored_from"`
 }
 
 type allocateReply struct {
@@ -131,6 +132,7 @@ func (n *node) ready() readyReply {
 		Checkpoint: filepath.Join(n.dir, checkpointName),
 		Kubernetes: kubernetesVersion(),
 		Restored:   orEmpty(n.restored),
+		From:       n.restoredFrom,
 	}
 }
 
@@ -171,7 +173,13 @@ func (n *node) command(ctx context.Context, line string) (r any, done bool) {
 			// The kubelet rejects the whole pod when admission fails; a rejected pod is no longer active, so
 			// whatever it held is freed at the next admission, as on a node.
 			n.forget(req.Pod)
+			if err := n.savePods(); err != nil {
+				n.logger.Error(err, "Saving the active pods")
+			}
 			return managerError(err), false
+		}
+		if err := n.savePods(); err != nil {
+			return errorReply{Error: err.Error(), Kind: "io"}, false
 		}
 		a := runOptions(opts)
 		a.Devices = idsByResource(n.m.GetDevices(req.Pod, req.Container))
@@ -185,6 +193,9 @@ func (n *node) command(ctx context.Context, line string) (r any, done bool) {
 			return requestError("free: \"pod\" is required"), false
 		}
 		freed := n.forget(req.Pod)
+		if err := n.savePods(); err != nil {
+			return errorReply{Error: err.Error(), Kind: "io"}, false
+		}
 		// What the kubelet does for pods that are no longer active (it also runs this before every admission).
 		n.m.UpdateAllocatedDevices(n.logger)
 		return freeReply{OK: true, Freed: freed}, false
