@@ -23,16 +23,17 @@ const (
 
 // loadKubeVirt reads a KubeVirt CR in any of the shapes our agent accepts: the whole object, `{configuration: ...}`,
 // or the configuration itself; YAML or JSON. Unknown fields are ignored, as the API server prunes them.
-func loadKubeVirt(path string) (*v1.KubeVirt, error) {
+// The bytes read are returned too, for the watcher to compare later versions with.
+func loadKubeVirt(path string) (*v1.KubeVirt, []byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading KubeVirt config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("reading KubeVirt config %s: %w", path, err)
 	}
 	kv, err := parseKubeVirt(data)
 	if err != nil {
-		return nil, fmt.Errorf("KubeVirt config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("KubeVirt config %s: %w", path, err)
 	}
-	return kv, nil
+	return kv, data, nil
 }
 
 func parseKubeVirt(data []byte) (*v1.KubeVirt, error) {
@@ -80,19 +81,20 @@ func parseKubeVirt(data []byte) (*v1.KubeVirt, error) {
 
 // loadLabels reads `key=value` lines (blank lines and `#` comments skipped; a value may be double-quoted, as the
 // downward API writes them). `kubernetes.io/hostname` is always the node name, as the kubelet sets it.
-func loadLabels(path, nodeName string) (map[string]string, error) {
+func loadLabels(path, nodeName string) (map[string]string, []byte, error) {
 	labels := map[string]string{}
+	var data []byte
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("reading node labels %s: %w", path, err)
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, nil, fmt.Errorf("reading node labels %s: %w", path, err)
 		}
 		if err := parseLabels(data, path, labels); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	labels["kubernetes.io/hostname"] = nodeName
-	return labels, nil
+	return labels, data, nil
 }
 
 func parseLabels(data []byte, origin string, into map[string]string) error {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -73,11 +74,11 @@ func run(o options) error {
 	if o.nodeName == "" {
 		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
 	}
-	kv, err := loadKubeVirt(o.config)
+	kv, configBytes, err := loadKubeVirt(o.config)
 	if err != nil {
 		return err
 	}
-	labels, err := loadLabels(o.labelsFile, o.nodeName)
+	labels, labelsBytes, err := loadLabels(o.labelsFile, o.nodeName)
 	if err != nil {
 		return err
 	}
@@ -135,6 +136,10 @@ func run(o options) error {
 		configPath: o.config,
 		labelsPath: o.labelsFile,
 		nodeName:   o.nodeName,
+		// What was loaded above is in effect; only later versions are applied.
+		configBytes: configBytes,
+		labelsBytes: labelsBytes,
+		labels:      maps.Clone(labels),
 		applyConfig: func(kv *v1.KubeVirt) {
 			kvSource.Modify(kv)
 		},

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -25,6 +26,7 @@ const resync = 10 * time.Second
 // watched inode. A file is applied only when its bytes changed; one that does not parse is reported and the last good
 // one stays in effect.
 type inputWatcher struct {
+	// configBytes, labelsBytes and labels start as what is already in effect.
 	configPath  string
 	labelsPath  string
 	nodeName    string
@@ -34,6 +36,9 @@ type inputWatcher struct {
 	configBytes []byte
 	labelsBytes []byte
 	labels      map[string]string
+
+	mu       sync.Mutex
+	watching bool // set once the directories are watched (tests wait for it)
 }
 
 func (w *inputWatcher) run(stop <-chan struct{}) error {
@@ -51,15 +56,10 @@ func (w *inputWatcher) run(stop <-chan struct{}) error {
 			return fmt.Errorf("watching %s (directory of %s): %w", dir, p, err)
 		}
 	}
-	// The files as run() loaded them; the first pass below only records them.
-	w.configBytes, _ = os.ReadFile(w.configPath)
-	if w.labelsPath != "" {
-		w.labelsBytes, _ = os.ReadFile(w.labelsPath)
-	}
-	w.labels, err = loadLabels(w.labelsPath, w.nodeName)
-	if err != nil {
-		w.labels = map[string]string{}
-	}
+
+	w.mu.Lock()
+	w.watching = true
+	w.mu.Unlock()
 
 	ticker := time.NewTicker(resync)
 	defer ticker.Stop()
