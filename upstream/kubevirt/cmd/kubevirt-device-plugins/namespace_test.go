@@ -1,7 +1,8 @@
 package main
 
 // End to end: the built program, unmodified KubeVirt code inside, runs in private mount and PID namespaces where the
-// test's directories are /sys, /dev and the kubelet's plugin directory, and /usr/bin/virt-chroot is the lab's helper.
+// test's directories are /sys, /dev and the kubelet's plugin directory, and /usr/bin/virt-chroot is the lab's helper
+// (run-in-namespace.sh).
 
 import (
 	"context"
@@ -9,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,7 +52,7 @@ func TestKubeVirtPluginsServeASyntheticNode(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: the program runs in private mount and PID namespaces (unshare)")
 	}
-	for _, tool := range []string{"unshare", "go"} {
+	for _, tool := range []string{"unshare", "mount", "go"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("needs %s on PATH: %v", tool, err)
 		}
@@ -75,7 +75,6 @@ func TestKubeVirtPluginsServeASyntheticNode(t *testing.T) {
 	h.pciFunction("0000:06:00.0", "1af4:1001", "vfio-pci", "13", -1)
 	h.pciFunction("0000:07:00.0", "8086:5845", "nvme", "14", 0) // not vfio-pci: never advertised
 	h.write("dev/vfio/vfio", "")
-	h.write("dev/null", "") // os/exec opens /dev/null for virt-chroot's stdin; the real one is bound over it
 	h.mdevParent(t4Parent, "nvidia-222", "GRID T4-1Q", 1)
 	h.mdevParent(oldParent, "nvidia-999", "GRID T4-8Q", 1)
 	h.mdev(oldParent, staleMdev, "nvidia-999")
@@ -90,20 +89,14 @@ func TestKubeVirtPluginsServeASyntheticNode(t *testing.T) {
 
 	kubelet := startRegistrar(t, plugins)
 
-	script := `set -e
-mount --make-rprivate /
-mount --bind /dev/null "$N/dev/null"
-mount --rbind "$N/sys" /sys
-mount --rbind "$N/dev" /dev
-mkdir -p "$W/varlib-upper" "$W/varlib-work"
-mount -t overlay overlay -o "lowerdir=/var/lib,upperdir=$W/varlib-upper,workdir=$W/varlib-work" /var/lib
-mkdir -p /var/lib/kubelet/device-plugins
-mount --bind "$N/plugins" /var/lib/kubelet/device-plugins
-mount -t overlay overlay -o "lowerdir=$B:/usr/bin" /usr/bin
-exec "$B/kubevirt-device-plugins" --config "$N/config/kubevirt.yaml" --node-name node-1 \
-  --node-labels-file "$N/labels/node.labels" --v 4`
-	cmd := exec.Command("unshare", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", script)
-	cmd.Env = append(os.Environ(), "N="+h.root, "W="+work, "B="+bin)
+	script, err := filepath.Abs("../../run-in-namespace.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(script, h.path("sys"), h.path("dev"), plugins, work, "--", "kubevirt-device-plugins",
+		"--config", h.path("config/kubevirt.yaml"), "--node-name", "node-1",
+		"--node-labels-file", h.path("labels/node.labels"), "--v", "4")
+	cmd.Env = append(os.Environ(), "KUBEVIRT_BIN="+bin)
 	logPath := filepath.Join(work, "plugins.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -112,7 +105,7 @@ exec "$B/kubevirt-device-plugins" --config "$N/config/kubevirt.yaml" --node-name
 	defer logFile.Close()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting unshare: %v", err)
+		t.Fatalf("starting %s: %v", script, err)
 	}
 	exited := make(chan error, 1)
 	go func() {
@@ -122,7 +115,9 @@ exec "$B/kubevirt-device-plugins" --config "$N/config/kubevirt.yaml" --node-name
 	stopped := false
 	defer func() {
 		if !stopped {
-			_ = cmd.Process.Kill() // unshare --fork: the namespace's init dies with it, and its mounts with that
+			// unshare dies with the script (pdeathsig) and SIGTERMs the program; the namespace and its mounts go
+			// with it.
+			_ = cmd.Process.Kill()
 			<-exited
 		}
 		if t.Failed() {
@@ -217,10 +212,10 @@ exec "$B/kubevirt-device-plugins" --config "$N/config/kubevirt.yaml" --node-name
 		t.Fatalf("registration = %+v", reg2)
 	}
 
-	// 7. SIGTERM to the program (the namespace's pid 1) stops it cleanly: exit 0, sockets removed.
-	pid := childOf(t, cmd.Process.Pid)
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM %d: %v", pid, err)
+	// 7. SIGTERM, passed on by the script to the program (the namespace's pid 1), stops it cleanly: exit 0,
+	// sockets removed.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %d: %v", cmd.Process.Pid, err)
 	}
 	select {
 	case err := <-exited:
@@ -235,24 +230,6 @@ exec "$B/kubevirt-device-plugins" --config "$N/config/kubevirt.yaml" --node-name
 	if len(left) != 0 {
 		t.Fatalf("sockets left after stop: %v", left)
 	}
-}
-
-// childOf returns the one child of pid (unshare --fork's child: the program, pid 1 in its namespace).
-func childOf(t *testing.T, pid int) int {
-	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
-	if err != nil {
-		t.Fatalf("children of %d: %v", pid, err)
-	}
-	fields := strings.Fields(string(data))
-	if len(fields) != 1 {
-		t.Fatalf("children of unshare %d: %q", pid, fields)
-	}
-	child, err := strconv.Atoi(fields[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return child
 }
 
 func tail(s string, lines int) string {
