@@ -15,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{Change, DevNode, SysBackend, Uevent};
 use crate::errno::Errno;
-use crate::faults::{FaultOp, Faults, normalize};
+use crate::faults::{FaultId, FaultOp, FaultRule, Faults, normalize};
 use crate::kernel::{Attr, Kernel, KernelError};
 use crate::render::render;
 use crate::spec::{HostSpec, PciSpec, SpecError, UsbSpec};
@@ -83,34 +83,35 @@ impl Host {
         }))
     }
 
-    pub fn faults(&self) -> &Faults {
-        &self.0.faults
+    /// The fault table. Every rule added or removed through it is announced to front ends (see
+    /// [`HostFaults`]), so it fires even where they cache content.
+    pub fn faults(&self) -> HostFaults<'_> {
+        HostFaults { host: self }
     }
 
-    /// Arms a fault so that it fires even where a front end caches content: the paths the rule
-    /// names are announced as changed, so the FUSE page cache drops them and the next read
-    /// reaches the host (a rule added through [`Host::faults`] alone may be answered from cache).
-    pub fn inject_fault(&self, rule: crate::faults::FaultRule) -> crate::faults::FaultId {
+    /// Arms a fault so that it fires even where a front end caches content: the files the rule
+    /// covers are announced as changed, so the FUSE page cache drops them and the next read
+    /// reaches the host (and this rule).
+    pub fn inject_fault(&self, rule: FaultRule) -> FaultId {
+        self.change_faults(|faults| (faults.add(rule.clone()), vec![rule]))
+    }
+
+    /// Changes the fault table under the ordering lock, then announces every file the rules
+    /// `f` returns cover, before any later change or fault is announced.
+    fn change_faults<T>(&self, f: impl FnOnce(&Faults) -> (T, Vec<FaultRule>)) -> T {
         let _order = self.0.order.lock();
-        let id = self.0.faults.add(rule.clone());
+        let (result, rules) = f(&self.0.faults);
         let change = {
             let st = self.0.state.lock();
-            let pattern = normalize(&rule.path).to_owned();
-            let mut changed: Vec<String> = match pattern.strip_suffix('*') {
-                Some(prefix) => st
-                    .tree
-                    .iter()
-                    .filter(|(p, n)| p.starts_with(prefix) && !n.is_dir())
-                    .map(|(p, _)| p.to_owned())
-                    .collect(),
-                None => [Some(pattern.clone()), resolve(&st.tree, &pattern).ok()]
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| st.tree.get(p).is_some())
-                    .collect(),
-            };
+            let mut changed: Vec<String> = rules
+                .iter()
+                .flat_map(|r| fault_table::covered_files(&st.tree, &r.path))
+                .collect();
             changed.sort();
             changed.dedup();
+            if changed.is_empty() {
+                return result;
+            }
             Change {
                 tree: st.tree.clone(),
                 diff: crate::tree::TreeDiff {
@@ -122,7 +123,7 @@ impl Host {
             }
         };
         self.notify(&change);
-        id
+        result
     }
 
     /// Runs `f` on the model as it is now (read-only). `f` runs under the model lock: it must
@@ -355,6 +356,9 @@ pub fn resolve(tree: &Tree, path: &str) -> Result<String, Errno> {
     }
     Ok(cur)
 }
+
+mod fault_table;
+pub use fault_table::HostFaults;
 
 #[cfg(test)]
 mod tests;
