@@ -108,7 +108,8 @@ require (
 )
 
 // k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging/... paths, which do
-// not apply to a dependent; every one is pinned here to the release that matches v1.37.2.
+// not apply to a dependent; every one is pinned here to the release that matches v1.37.2. (k8s.io/sample-cli-plugin
+// and k8s.io/sample-controller are left out: nothing requires them and the module proxy here does not serve them.)
 replace (
 	k8s.io/api => k8s.io/api v0.37.2
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.37.2
