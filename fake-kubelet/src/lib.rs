@@ -13,10 +13,12 @@
 //! - [`events`]: [`KubeletEvent`] stream and the bounded log.
 //! - [`resource_name`]: the extended-resource-name rule.
 //! - [`error`]: every error, with the kubelet's texts.
+//! - [`control`]: the `fake-kubelet` program: console, control socket and `ctl` client.
 
 pub mod allocation;
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 mod core;
 pub mod error;
 pub mod events;
