@@ -38,6 +38,7 @@ pub fn run_scenario(sc: &Scenario, options: RunOptions) -> Outcome {
     logs::install();
     std::thread::scope(|s| {
         s.spawn(|| {
+            let logs = logs::ScenarioLogs::start();
             // Mounts first: a scenario's FUSE mounts then live and die with this process.
             netns::enter_private_mounts();
             let netlink = netns::enter_private();
@@ -45,6 +46,7 @@ pub fn run_scenario(sc: &Scenario, options: RunOptions) -> Outcome {
             let seed = sc.seed(options.seed);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .on_thread_start(logs.thread_start())
                 .enable_all()
                 .build();
             let (failure, explain) = match runtime {
