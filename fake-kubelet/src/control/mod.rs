@@ -38,11 +38,15 @@ pub fn control_socket_path(dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    /// Allocate N devices of RESOURCE to a container, as at pod admission.
+    /// Allocate COUNT devices of RESOURCE to a container, as at pod admission.
     Allocate {
+        /// The pod's UID (any string).
         pod: String,
+        /// The container's name.
         container: String,
+        /// The extended resource, e.g. `nvidia.com/TU104GL_Tesla_T4`.
         resource: String,
+        /// How many devices.
         count: usize,
         /// The topology manager's NUMA hint, e.g. `0,1`; without it every device is unaligned.
         #[arg(long, value_delimiter = ',')]

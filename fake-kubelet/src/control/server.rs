@@ -316,7 +316,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         _ = controller.shutdown.cancelled() => "stop command",
     };
     controller.shutdown.cancel();
-    tracing::info!("fake-kubelet: stopping on {reason}");
+    tracing::info!("stopping on {reason}");
     let stop = async {
         controller.tasks.close();
         if tokio::time::timeout(DRAIN, controller.tasks.wait())
