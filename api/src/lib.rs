@@ -3,12 +3,15 @@
 //! - [`v1beta1`]: the generated messages, clients and servers.
 //! - constants the kubelet and plugins agree on ([`VERSION`], [`HEALTHY`], [`KUBELET_SOCKET`], ...).
 //! - [`unix`]: connecting a tonic client to a unix socket, and serving on one.
+//! - [`authority`]: the layer under every server from [`unix::bind`] that accepts the
+//!   `:authority` of any real gRPC client (grpcio, grpc-java, ...), as the kubelet does.
 
 pub mod v1beta1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("v1beta1");
 }
 
+pub mod authority;
 pub mod unix;
 
 /// The only API version the kubelet accepts in `RegisterRequest.version`.

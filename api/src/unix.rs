@@ -2,10 +2,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::authority::AuthorityFix;
 
 /// Opens a channel to the gRPC server on the unix socket at `path`.
 ///
@@ -75,14 +79,30 @@ impl std::error::Error for ConnectError {
     }
 }
 
-/// Binds a unix listener at `path`, replacing a stale socket file left by an earlier run, and
-/// sets the socket's mode (the agent uses 0o600: only root on the node may talk to it).
-pub fn bind(
+/// Binds a unix listener at `path` for a tonic server, replacing a stale socket file left by an
+/// earlier run, and sets the socket's mode (the agent uses 0o600: only root on the node may talk
+/// to it). Every accepted connection goes through [`AuthorityFix`], so clients whose `:authority`
+/// h2 would reject (grpcio's percent-encoded path, grpc-java's raw path, an empty one) are served
+/// as the kubelet serves them.
+pub fn bind(path: impl AsRef<Path>, mode: u32) -> io::Result<Incoming> {
+    Ok(Incoming {
+        listener: bind_listener(path.as_ref(), mode)?,
+    })
+}
+
+/// [`bind`] without the `:authority` layer: tonic exactly as it comes, which resets the streams
+/// of grpcio, grpc-java and older kubelets. Only a baseline for tests and benchmarks.
+pub fn bind_raw(
     path: impl AsRef<Path>,
     mode: u32,
 ) -> io::Result<tokio_stream::wrappers::UnixListenerStream> {
+    Ok(tokio_stream::wrappers::UnixListenerStream::new(
+        bind_listener(path.as_ref(), mode)?,
+    ))
+}
+
+fn bind_listener(path: &Path, mode: u32) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    let path = path.as_ref();
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -95,6 +115,32 @@ pub fn bind(
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| io::Error::new(e.kind(), format!("binding {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(tokio_stream::wrappers::UnixListenerStream::new(listener))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("setting mode {mode:o} on {}: {e}", path.display()),
+        )
+    })?;
+    Ok(listener)
+}
+
+/// The connections accepted on a socket from [`bind`], each wrapped in [`AuthorityFix`]; pass it
+/// to tonic's `serve_with_incoming`.
+pub struct Incoming {
+    listener: UnixListener,
+}
+
+impl Incoming {
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+}
+
+impl tokio_stream::Stream for Incoming {
+    type Item = io::Result<AuthorityFix<UnixStream>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let accepted = ready!(self.listener.poll_accept(cx));
+        Poll::Ready(Some(accepted.map(|(stream, _)| AuthorityFix::new(stream))))
+    }
 }
