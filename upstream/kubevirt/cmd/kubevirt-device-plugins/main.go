@@ -68,6 +68,9 @@ func main() {
 }
 
 func run(o options) error {
+	// First: as pid 1 of a PID namespace, a SIGTERM that comes before a handler exists is simply dropped.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	if o.config == "" {
 		return fmt.Errorf("--config is required")
 	}
@@ -158,8 +161,6 @@ func run(o options) error {
 	go func() { watchErr <- inputs.run(stop) }()
 	log.Log.Infof("kubevirt-device-plugins: node %s, config %s, labels %s", o.nodeName, o.config, o.labelsFile)
 
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	var result error
 	select {
 	case s := <-signals:
