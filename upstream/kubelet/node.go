@@ -28,7 +28,8 @@ const checkpointName = "kubelet_internal_checkpoint"
 // newManagerImpl is the constructor behind devicemanager.NewManagerImpl, which only differs by fixing the socket to
 // /var/lib/kubelet/device-plugins/kubelet.sock (the real kubelet has no flag for it). Upstream's own manager tests
 // call it with a temporary socket path; we do the same so that several managers can run on one machine, each on its
-// own directory, without root or a mount namespace. The signature is checked when this program links.
+// own directory, without root or a mount namespace. The linker matches the name only, so this signature must be
+// the pinned release's (devicemanager/manager.go); every test starts a manager through it.
 //
 //go:linkname newManagerImpl k8s.io/kubernetes/pkg/kubelet/cm/devicemanager.newManagerImpl
 func newManagerImpl(logger klog.Logger, socketPath string, topology []cadvisorapi.Node,
