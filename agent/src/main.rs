@@ -10,6 +10,11 @@ use hostdev_agent::manager::AgentOptions;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // First of all: as PID 1 of a container (a DaemonSet pod), a SIGTERM that arrives before a
+    // handler exists is discarded, and the kubelet then waits out the whole grace period. A
+    // blocked signal stays pending instead; `serve` unblocks once its handlers are installed.
+    // Every runtime thread inherits the mask, so the main thread (in `block_on`) takes them.
+    let _ = stop_signals().thread_block();
     match run() {
         Ok(code) => code,
         Err(error) => {
@@ -23,7 +28,10 @@ fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.flags.log_format);
     match cli.command {
-        Some(Command::Discover { output }) => discover(&cli.flags.to_discover_options()?, output),
+        Some(Command::Discover { output }) => {
+            let _ = stop_signals().thread_unblock();
+            discover(&cli.flags.to_discover_options()?, output)
+        }
         None => {
             let options = cli.flags.to_options()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -38,6 +46,10 @@ async fn serve(options: AgentOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    // The handlers exist: a signal that came early (pending while blocked) is delivered now.
+    stop_signals()
+        .thread_unblock()
+        .context("unblocking SIGTERM/SIGINT")?;
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -49,6 +61,14 @@ async fn serve(options: AgentOptions) -> anyhow::Result<()> {
     hostdev_agent::manager::run_agent(options, shutdown)
         .await
         .context("running the agent")
+}
+
+fn stop_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set
 }
 
 /// `hostdev-agent discover`: one read-only discovery pass, explained for an operator.

@@ -38,6 +38,8 @@ enum Command {
         /// Print each scenario's wall time, the median and the total.
         #[arg(long)]
         timings: bool,
+        #[command(flatten)]
+        choice: Choice,
     },
     /// Check scenario files without running them; errors name the file, line and column.
     Validate {
@@ -49,6 +51,8 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         seed: Option<u64>,
+        #[command(flatten)]
+        choice: Choice,
     },
     /// Print the JSON Schema of scenario files (for editors).
     Schema,
@@ -58,6 +62,19 @@ enum Command {
         #[arg(long)]
         seed: u64,
     },
+}
+
+/// Which agent and kubelet every node gets, over what the scenarios say.
+#[derive(clap::Args)]
+struct Choice {
+    /// `hostdev` (in process), `kubevirt` (KubeVirt's plugins from upstream/bin), or a command
+    /// line run in each node's namespaces, e.g. 'hostdev-agent --config {config} --node-name {node}'
+    /// (placeholders: {config}, {node}, {labels}).
+    #[arg(long, value_parser = scenario::AgentChoice::parse_flag)]
+    agent: Option<scenario::AgentChoice>,
+    /// `fake` (the project's kubelet) or `upstream` (the kubelet's own device manager).
+    #[arg(long, value_parser = scenario::KubeletChoice::parse_flag)]
+    kubelet: Option<scenario::KubeletChoice>,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             junit,
             timings,
+            choice,
         } => {
             let files = scenario::collect_files(&paths)?;
             let jobs = jobs.unwrap_or_else(|| {
@@ -91,6 +109,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 RunOptions {
                     seed,
                     explain: false,
+                    agent: choice.agent,
+                    kubelet: choice.kubelet,
                 },
                 jobs,
             );
@@ -171,13 +191,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Explain { file, seed } => {
+        Command::Explain { file, seed, choice } => {
             let sc = scenario::load(&file)?;
             let out = run_scenario(
                 &sc,
                 RunOptions {
                     seed,
                     explain: true,
+                    agent: choice.agent,
+                    kubelet: choice.kubelet,
                 },
             );
             for s in &out.explain {

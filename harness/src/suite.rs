@@ -44,7 +44,7 @@ pub fn run_files(
                     };
                     let result = match scenario::load(&files[i]) {
                         Err(e) => FileResult::Invalid(e),
-                        Ok(sc) => FileResult::Ran(run_scenario(&sc, options)),
+                        Ok(sc) => FileResult::Ran(run_scenario(&sc, options.clone())),
                     };
                     progress.done(&files[i], &result);
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);

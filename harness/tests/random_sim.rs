@@ -668,7 +668,7 @@ async fn drive(
     options: Options,
 ) -> (Stats, Option<String>) {
     let mut stats = Stats::default();
-    let mut cluster = match Cluster::start(sc, seed, netlink).await {
+    let mut cluster = match Cluster::start(sc, seed, netlink, None).await {
         Ok(c) => c,
         Err(e) => return (stats, Some(format!("setting up the cluster failed: {e:#}"))),
     };

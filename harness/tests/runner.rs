@@ -41,7 +41,7 @@ fn a_wrong_expectation_fails_with_a_full_report() {
         &sc,
         RunOptions {
             seed: Some(99),
-            explain: false,
+            ..RunOptions::default()
         },
     );
     let report = out.failure.expect("the scenario must fail");
@@ -83,8 +83,8 @@ fn explain_records_the_state_after_each_step() {
     let out = run_scenario(
         &sc,
         RunOptions {
-            seed: None,
             explain: true,
+            ..RunOptions::default()
         },
     );
     assert_eq!(out.explain.len(), 3);
@@ -109,6 +109,7 @@ fn nvme_seed_sweep_picks_both_drives_and_replays() {
             RunOptions {
                 seed: Some(seed),
                 explain: true,
+                ..RunOptions::default()
             },
         );
         assert!(
@@ -136,6 +137,7 @@ fn nvme_seed_sweep_picks_both_drives_and_replays() {
             RunOptions {
                 seed: Some(seed),
                 explain: true,
+                ..RunOptions::default()
             },
         );
         assert!(

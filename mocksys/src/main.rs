@@ -1,6 +1,6 @@
 //! `mocksys`: serve a synthetic host from a host file, or check one.
 //!
-//! `main` -> `run` -> the exit code is decided in one place.
+//! `main` -> `main_exit` -> the exit code is decided in one place (`exec` passes its command's on).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,8 @@ use mocksys::plaindir::PLAIN_NOTE;
 use mocksys::spec::HostSpec;
 use mocksys::{Host, SysBackend};
 use nix::sys::signal::{SigSet, Signal};
+
+mod exec;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +45,24 @@ enum Command {
     },
     /// Validate HOST.yaml; errors are printed as file:line:column: field: message.
     Check { host: PathBuf },
+    /// Run CMD with HOST.yaml as its /sys and /dev, in private mount and PID namespaces (and a
+    /// private network namespace that carries the host's uevents), then clean everything up.
+    /// Exits with CMD's exit code (128 + N when killed by signal N).
+    Exec {
+        host: PathBuf,
+        /// Served as /var/lib/kubelet/device-plugins (default: an empty temporary directory).
+        #[arg(long)]
+        plugin_dir: Option<PathBuf>,
+        /// Keep the machine's network namespace (the command then gets no uevents).
+        #[arg(long)]
+        host_network: bool,
+        /// Answer open() like kernfs (EACCES at open, direct I/O) instead of the fast mode.
+        #[arg(long)]
+        strict_open: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,8 +73,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    main_exit(Cli::parse())
+}
+
+/// Runs the command; an error's exit code is 1, or for `exec` 125 (like `docker run`: the
+/// failure was ours, not the command's).
+fn main_exit(cli: Cli) -> ExitCode {
+    let is_exec = matches!(cli.command, Command::Exec { .. });
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) if is_exec => {
+            eprintln!("mocksys exec: {e:#}");
+            ExitCode::from(exec::SETUP_FAILED)
+        }
         Err(e) => {
             eprintln!("mocksys: {e:#}");
             ExitCode::FAILURE
@@ -62,9 +93,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Check { host } => check(&host),
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Exec {
+            host,
+            plugin_dir,
+            host_network,
+            strict_open,
+            command,
+        } => exec::run(&host, plugin_dir, host_network, strict_open, &command),
+        Command::Check { host } => check(&host).map(|()| ExitCode::SUCCESS),
         Command::Mount {
             host,
             dir,
@@ -82,7 +120,8 @@ fn run(cli: Cli) -> Result<()> {
                 plain,
                 netlink,
             },
-        ),
+        )
+        .map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -44,7 +44,10 @@ pub enum SandboxError {
     #[error("cannot execute {program}: {source}")]
     Exec { program: String, source: io::Error },
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: io::Error },
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 /// Where one of the child's standard streams goes.
@@ -90,12 +93,14 @@ impl Command {
     }
 
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(&mut self, args: I) -> &mut Self {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
-        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -184,12 +189,13 @@ impl Command {
         }
 
         let (err_read, err_write) = pipe()?;
-        let ctx = ChildCtx::new(ops, &program, &self.argv(), &env, self.cwd.as_deref())
-            .map(|mut c| {
+        let ctx = ChildCtx::new(ops, &program, &self.argv(), &env, self.cwd.as_deref()).map(
+            |mut c| {
                 c.stdio = stdio_fds;
                 c.err_fd = err_write.as_raw_fd();
                 c
-            })?;
+            },
+        )?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let waiter_shared = shared.clone();
@@ -550,6 +556,15 @@ unsafe fn run_op(op: &Op) -> bool {
                     dst.as_ptr(),
                     c"tmpfs".as_ptr(),
                     libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_ptr() as *const libc::c_void,
+                ) == 0
+            }
+            Op::Overlay { dst, data } => {
+                libc::mount(
+                    c"overlay".as_ptr(),
+                    dst.as_ptr(),
+                    c"overlay".as_ptr(),
+                    libc::MS_RDONLY,
                     data.as_ptr() as *const libc::c_void,
                 ) == 0
             }

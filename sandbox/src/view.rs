@@ -28,16 +28,30 @@ pub struct NodeView {
     /// A directory of the caller's for the plan's own mount points (needed when the machine has
     /// no `/var/lib/kubelet`, which must then be made without touching the machine's `/var/lib`).
     pub scratch: PathBuf,
+    /// `(dir, target)`: the files of `dir` appear in `target` over the machine's (a read-only
+    /// overlay), as a container image would put a program where an agent hard-codes it.
+    pub layers: Vec<(PathBuf, PathBuf)>,
 }
 
 impl NodeView {
-    pub fn new(sys: impl Into<PathBuf>, dev: impl Into<PathBuf>, scratch: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        sys: impl Into<PathBuf>,
+        dev: impl Into<PathBuf>,
+        scratch: impl Into<PathBuf>,
+    ) -> Self {
         NodeView {
             sys: sys.into(),
             dev: dev.into(),
             plugin_dir: None,
             scratch: scratch.into(),
+            layers: Vec::new(),
         }
+    }
+
+    /// Lays the files of `dir` over `target` (e.g. a helper binary an agent runs from /usr/bin).
+    pub fn with_layer(mut self, dir: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
+        self.layers.push((dir.into(), target.into()));
+        self
     }
 
     pub fn with_plugin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -51,12 +65,33 @@ impl NodeView {
 pub(crate) enum Op {
     /// `mount --make-rprivate /`: nothing mounted from here on propagates anywhere.
     MakePrivate,
-    Bind { src: CString, dst: CString, recursive: bool },
-    Tmpfs { dst: CString, data: CString },
-    Proc { dst: CString },
-    Mkdir { path: CString },
-    Touch { path: CString },
-    Symlink { target: CString, path: CString },
+    Bind {
+        src: CString,
+        dst: CString,
+        recursive: bool,
+    },
+    Tmpfs {
+        dst: CString,
+        data: CString,
+    },
+    /// A read-only overlay of `lowerdir=...` (the first layer wins) on `dst`.
+    Overlay {
+        dst: CString,
+        data: CString,
+    },
+    Proc {
+        dst: CString,
+    },
+    Mkdir {
+        path: CString,
+    },
+    Touch {
+        path: CString,
+    },
+    Symlink {
+        target: CString,
+        path: CString,
+    },
 }
 
 impl Op {
@@ -67,6 +102,7 @@ impl Op {
             Op::MakePrivate => "making / private".into(),
             Op::Bind { src, dst, .. } => format!("binding {} at {}", s(src), s(dst)),
             Op::Tmpfs { dst, .. } => format!("mounting a tmpfs at {}", s(dst)),
+            Op::Overlay { dst, data } => format!("mounting an overlay ({}) at {}", s(data), s(dst)),
             Op::Proc { dst } => format!("mounting the namespace's proc at {}", s(dst)),
             Op::Mkdir { path } => format!("creating directory {}", s(path)),
             Op::Touch { path } => format!("creating mount point {}", s(path)),
@@ -89,7 +125,11 @@ fn dir_exists(p: &Path) -> bool {
 /// The mount plan for `view`. Creates the mount points it needs inside `view.dev` and
 /// `view.scratch` (both the caller's), never anything of the machine's.
 pub(crate) fn plan(view: &NodeView) -> Result<Vec<Op>, SandboxError> {
-    for (what, p) in [("sys", &view.sys), ("dev", &view.dev), ("scratch", &view.scratch)] {
+    for (what, p) in [
+        ("sys", &view.sys),
+        ("dev", &view.dev),
+        ("scratch", &view.scratch),
+    ] {
         if !dir_exists(p) {
             return Err(SandboxError::Path {
                 path: p.clone(),
@@ -144,6 +184,29 @@ pub(crate) fn plan(view: &NodeView) -> Result<Vec<Op>, SandboxError> {
     });
     if let Some(plugins) = &view.plugin_dir {
         plugin_dir_ops(&mut ops, plugins, &view.scratch)?;
+    }
+    for (dir, target) in &view.layers {
+        if !dir_exists(dir) || !dir_exists(target) {
+            return Err(SandboxError::Path {
+                path: if dir_exists(dir) {
+                    target.clone()
+                } else {
+                    dir.clone()
+                },
+                reason: "a layer and its target must both be directories",
+            });
+        }
+        let mut data = b"lowerdir=".to_vec();
+        data.extend_from_slice(dir.as_os_str().as_bytes());
+        data.push(b':');
+        data.extend_from_slice(target.as_os_str().as_bytes());
+        ops.push(Op::Overlay {
+            dst: cstring(target)?,
+            data: CString::new(data).map_err(|_| SandboxError::Path {
+                path: dir.clone(),
+                reason: "contains a NUL byte",
+            })?,
+        });
     }
     // The machine's udev database describes the machine's devices.
     if dir_exists(Path::new("/run/udev")) {
@@ -220,9 +283,13 @@ fn plugin_dir_ops(ops: &mut Vec<Op>, plugins: &Path, scratch: &Path) -> Result<(
                 }
                 Ok(t) => {
                     ops.push(if t.is_dir() {
-                        Op::Mkdir { path: cstring(&at)? }
+                        Op::Mkdir {
+                            path: cstring(&at)?,
+                        }
                     } else {
-                        Op::Touch { path: cstring(&at)? }
+                        Op::Touch {
+                            path: cstring(&at)?,
+                        }
                     });
                     ops.push(Op::Bind {
                         src: cstring(&from)?,

@@ -25,7 +25,8 @@ impl Node {
 
     fn view(&self) -> NodeView {
         let p = self.dir.path();
-        NodeView::new(p.join("sys"), p.join("dev"), p.join("scratch")).with_plugin_dir(p.join("plugins"))
+        NodeView::new(p.join("sys"), p.join("dev"), p.join("scratch"))
+            .with_plugin_dir(p.join("plugins"))
     }
 
     /// Runs `sh -c script` in the view; returns (exit code, stdout, stderr).
@@ -38,8 +39,18 @@ impl Node {
         let mut child = cmd.spawn(&self.view()).expect("spawn in the node's view");
         let mut out = String::new();
         let mut err = String::new();
-        child.stdout.take().expect("stdout pipe").read_to_string(&mut out).expect("read");
-        child.stderr.take().expect("stderr pipe").read_to_string(&mut err).expect("read");
+        child
+            .stdout
+            .take()
+            .expect("stdout pipe")
+            .read_to_string(&mut out)
+            .expect("read");
+        child
+            .stderr
+            .take()
+            .expect("stderr pipe")
+            .read_to_string(&mut err)
+            .expect("read");
         (child.wait().code(), out, err)
     }
 }
@@ -48,7 +59,13 @@ fn mountinfo() -> Vec<String> {
     let mut lines: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
         .lines()
-        .map(|l| l.split_whitespace().skip(3).take(2).collect::<Vec<_>>().join(" "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect();
     lines.sort();
     lines
@@ -63,7 +80,10 @@ fn sys_dev_and_plugin_dir_are_the_nodes() {
     );
     assert_eq!(code, Some(0), "stderr: {err}");
     assert_eq!(out, "synthetic sysfs\n7\nnull-ok\n4\ntouched\n");
-    assert!(node.dir.path().join("plugins/plugin.sock").exists(), "the plugin dir is the node's");
+    assert!(
+        node.dir.path().join("plugins/plugin.sock").exists(),
+        "the plugin dir is the node's"
+    );
     assert!(
         !Path::new("/var/lib/kubelet/device-plugins/plugin.sock").exists(),
         "nothing reached the machine's /var/lib/kubelet"
@@ -80,9 +100,15 @@ fn the_process_is_pid_1_with_a_proc_of_its_own() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1", "PID 1 of its namespace");
     let pids: usize = lines[1].parse().expect("a count");
-    assert!(pids <= 4, "only the namespace's processes are in /proc, saw {pids}");
+    assert!(
+        pids <= 4,
+        "only the namespace's processes are in /proc, saw {pids}"
+    );
     assert_eq!(lines[2], "7", "/proc/1/root/dev is the node's /dev");
-    assert_eq!(lines[3], "0", "/proc/bus (the machine's PCI list) is covered");
+    assert_eq!(
+        lines[3], "0",
+        "/proc/bus (the machine's PCI list) is covered"
+    );
 }
 
 #[test]
@@ -95,7 +121,9 @@ fn the_rest_of_the_machine_stays_visible() {
         .find(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .expect("a directory in /var/lib");
-    let (code, out, err) = node.sh(&format!("test -d /var/lib/{probe} && echo seen; test -x /bin/sh && echo sh"));
+    let (code, out, err) = node.sh(&format!(
+        "test -d /var/lib/{probe} && echo seen; test -x /bin/sh && echo sh"
+    ));
     assert_eq!(code, Some(0), "stderr: {err}");
     assert_eq!(out, "seen\nsh\n");
 }
@@ -106,7 +134,11 @@ fn nothing_is_left_mounted_on_the_machine() {
     let node = Node::new();
     let (code, _, err) = node.sh("mount -t tmpfs none /mnt 2>/dev/null; true");
     assert_eq!(code, Some(0), "stderr: {err}");
-    assert_eq!(mountinfo(), before, "the child's mounts stayed in its namespace");
+    assert_eq!(
+        mountinfo(),
+        before,
+        "the child's mounts stayed in its namespace"
+    );
 }
 
 #[test]
@@ -116,20 +148,34 @@ fn exit_codes_and_signals_are_reported() {
 
     // PID 1 gets SIGTERM only if it handles it: this one does.
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done"])
-        .stdout(Stdio::Pipe);
+    cmd.args([
+        "-c",
+        "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done",
+    ])
+    .stdout(Stdio::Pipe);
     let mut child = cmd.spawn(&node.view()).expect("spawn");
     let mut ready = [0u8; 6];
-    child.stdout.take().expect("pipe").read_exact(&mut ready).expect("ready line");
+    child
+        .stdout
+        .take()
+        .expect("pipe")
+        .read_exact(&mut ready)
+        .expect("ready line");
     let status = child.stop(Duration::from_secs(30));
     assert_eq!(status.code(), Some(7), "{status}");
 
     // `sleep` as PID 1 has no handler, so SIGTERM is ignored and the grace period ends in SIGKILL.
-    let child = Command::new("sleep").arg("1000").spawn(&node.view()).expect("spawn");
+    let child = Command::new("sleep")
+        .arg("1000")
+        .spawn(&node.view())
+        .expect("spawn");
     let status = child.stop(Duration::from_millis(100));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
-    assert!(child.signal(libc::SIGTERM).is_err(), "no signal reaches an exited child");
+    assert!(
+        child.signal(libc::SIGTERM).is_err(),
+        "no signal reaches an exited child"
+    );
 }
 
 #[test]
@@ -155,13 +201,62 @@ fn errors_name_what_went_wrong() {
     }
     let mut view = node.view();
     view.sys = node.dir.path().join("missing");
-    let e = Command::new("true").spawn(&view).err().expect("a missing sysfs is refused");
-    assert!(e.to_string().contains("missing") && e.to_string().contains("sysfs"), "{e}");
+    let e = Command::new("true")
+        .spawn(&view)
+        .err()
+        .expect("a missing sysfs is refused");
+    assert!(
+        e.to_string().contains("missing") && e.to_string().contains("sysfs"),
+        "{e}"
+    );
 
     std::fs::write(node.dir.path().join("not-exec"), "#!/bin/sh\n").expect("write");
     let e = Command::new(node.dir.path().join("not-exec"))
         .spawn(&node.view())
         .err()
         .expect("a non-executable file is refused");
-    assert!(e.to_string().contains("not-exec") && e.to_string().contains("denied"), "{e}");
+    assert!(
+        e.to_string().contains("not-exec") && e.to_string().contains("denied"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_layer_puts_files_where_an_agent_hard_codes_them() {
+    let node = Node::new();
+    let layer = node.dir.path().join("layer");
+    std::fs::create_dir(&layer).expect("mkdir");
+    std::fs::write(
+        layer.join("hostdev-sandbox-test-helper"),
+        "#!/bin/sh\necho helper ran\n",
+    )
+    .expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        layer.join("hostdev-sandbox-test-helper"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "/usr/bin/hostdev-sandbox-test-helper && test -x /usr/bin/sh && echo sh-still-there",
+    ])
+    .stdout(Stdio::Pipe);
+    let mut child = cmd
+        .spawn(&node.view().with_layer(&layer, "/usr/bin"))
+        .expect("spawn");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("pipe")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(child.wait().code(), Some(0), "{out}");
+    assert_eq!(out, "helper ran\nsh-still-there\n");
+    assert!(
+        !Path::new("/usr/bin/hostdev-sandbox-test-helper").exists(),
+        "the machine's /usr/bin is untouched"
+    );
 }

@@ -3,6 +3,7 @@
 //! `parse` turns text into a [`Scenario`] or a [`ScenarioError`]; nothing runs until a scenario
 //! has passed every check here, so a run never fails half-way on a typo.
 
+mod agent;
 mod duration;
 mod error;
 mod expected;
@@ -13,6 +14,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use agent::{AgentChoice, AgentCommand, KubeletChoice, PLACEHOLDERS, StopSignal};
 pub use duration::{HumanDuration, parse_duration};
 pub use error::{ScenarioError, Span};
 pub use expected::Expected;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::agent::{AgentChoice, KubeletChoice, StopSignal};
 use super::duration::HumanDuration;
 use super::expected::Expected;
 use super::manifest::VmiManifest;
@@ -23,6 +24,12 @@ pub struct RawScenario {
     /// A whole KubeVirt CR or its `spec.configuration`.
     #[serde(default)]
     pub kubevirt: Option<Spanned<serde_json::Value>>,
+    /// The agent of every node that does not choose its own (default `hostdev`, in process).
+    #[serde(default)]
+    pub agent: Option<Spanned<AgentChoice>>,
+    /// The kubelet of every node (default `fake`).
+    #[serde(default)]
+    pub kubelet: Option<Spanned<KubeletChoice>>,
     pub nodes: Vec<Spanned<RawNode>>,
     #[serde(default)]
     pub steps: Vec<Spanned<Step>>,
@@ -34,6 +41,9 @@ pub struct RawNode {
     pub name: Spanned<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// This node's agent, over the scenario's `agent:`.
+    #[serde(default)]
+    pub agent: Option<Spanned<AgentChoice>>,
     /// The synthetic host: the mocksys host-file mapping, checked by mocksys.
     #[serde(default)]
     pub host: mocksys::spec::RawHost,
@@ -136,6 +146,9 @@ pub struct Configure {
 pub struct Restart {
     pub node: Spanned<String>,
     pub component: Component,
+    /// For the agent: `TERM` (default: stop, then start again) or `KILL` (killed mid-flight).
+    #[serde(default)]
+    pub signal: Option<Spanned<StopSignal>>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -209,9 +222,18 @@ pub struct Expect {
     pub file: Option<Spanned<String>>,
     #[serde(default)]
     pub exists: Option<bool>,
-    /// A substring of the agent's last rejected-configuration message on `node`.
+    /// A substring of the agent's last rejected-configuration message on `node` (for an
+    /// external agent: of a line it logged since it last started).
     #[serde(default)]
     pub config_error: Option<String>,
+    /// A substring of a line the agent of `node` logged since it last started (an external
+    /// agent's stdout or stderr; the in-process agent's log).
+    #[serde(default)]
+    pub agent_log: Option<String>,
+    /// The agent of `node` has exited: its exit code (`"1"`) or the signal that killed it
+    /// (`"SIGSEGV"`). Without this, an agent that exits on its own fails the scenario.
+    #[serde(default)]
+    pub agent_exit: Option<Expected<String>>,
     #[serde(default)]
     pub vmi: Option<Spanned<String>>,
     #[serde(default)]

@@ -130,7 +130,14 @@ pub fn check(sc: &RawScenario, file: &str) -> Result<Vec<mocksys::HostSpec>, (Sp
                 }
             }
             Step::Configure(_) => {}
-            Step::Restart(s) => known(&s.node)?,
+            Step::Restart(s) => {
+                known(&s.node)?;
+                if let Some(sig) = &s.signal
+                    && s.component != Component::Agent
+                {
+                    return fail(sig, "`signal:` applies to `component: agent` only");
+                }
+            }
             Step::Fault(s) => {
                 known(&s.node)?;
                 if !s.path.value.starts_with("/sys/") {
@@ -184,7 +191,9 @@ fn expect(
     let about_node = e.allocatable.is_some()
         || e.capacity.is_some()
         || e.file.is_some()
-        || e.config_error.is_some();
+        || e.config_error.is_some()
+        || e.agent_exit.is_some()
+        || e.agent_log.is_some();
     if let Some(node) = &e.node {
         known(node)?;
     }
@@ -205,7 +214,7 @@ fn expect(
     if about_node && e.node.is_none() {
         return fail(
             step,
-            "allocatable, capacity, file and configError need `node:`",
+            "allocatable, capacity, file, configError, agentLog and agentExit need `node:`",
         );
     }
     if !about_vmi && !about_node && e.vmi.is_none() {

@@ -12,7 +12,7 @@ use super::vmi::VmiState;
 use crate::cluster::admission::{AdmissionConfig, admit};
 use crate::cluster::launcher;
 use crate::cluster::scheduler::{NodeView, schedule};
-use crate::scenario::{Phase, Scenario, VmiManifest};
+use crate::scenario::{AgentChoice, Phase, Scenario, StopSignal, VmiManifest};
 
 /// The container of the virt-launcher pod that holds the devices.
 const COMPUTE_CONTAINER: &str = "compute";
@@ -31,8 +31,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Builds every node of the scenario and starts its kubelet and agent.
-    pub async fn start(sc: &Scenario, seed: u64, netlink: bool) -> Result<Cluster> {
+    /// Builds every node of the scenario and starts its kubelet and agent; `agent` overrides
+    /// every node's choice.
+    pub async fn start(
+        sc: &Scenario,
+        seed: u64,
+        netlink: bool,
+        agent: Option<&AgentChoice>,
+    ) -> Result<Cluster> {
         let kubevirt = sc
             .raw
             .kubevirt
@@ -55,6 +61,16 @@ impl Cluster {
             let host = mocksys::Host::from_spec(spec)
                 .map_err(|e| anyhow::anyhow!("node {}: {e}", n.value.name.value))?;
             let node_seed = derive_seed(seed, i as u64);
+            let choice = agent
+                .or(n.value.agent.as_ref().map(|a| &a.value))
+                .or(sc.raw.agent.as_ref().map(|a| &a.value))
+                .cloned()
+                .unwrap_or_default()
+                .with_dir(sc.file.parent().unwrap_or(std::path::Path::new(".")));
+            let tx = cluster.changes.clone();
+            let notify: super::external::Notify = std::sync::Arc::new(move || {
+                tx.send_modify(|n| *n += 1);
+            });
             let node = SimNode::start(
                 &n.value.name.value,
                 n.value.labels.clone(),
@@ -62,6 +78,8 @@ impl Cluster {
                 &json,
                 node_seed,
                 netlink,
+                choice,
+                notify,
             )
             .await?;
             cluster.watch_node(&node);
@@ -102,6 +120,34 @@ impl Cluster {
         }
     }
 
+    /// A problem when some node's external agent exited on its own and `expect` (the step about
+    /// to run) does not expect that with `agentExit`.
+    pub fn unexpected_agent_exit(
+        &self,
+        expect: Option<&crate::scenario::Expect>,
+    ) -> Option<String> {
+        for n in &self.nodes {
+            let Some(status) = n.agent_exit() else {
+                continue;
+            };
+            if n.agent_exit_acknowledged() {
+                continue;
+            }
+            let expected = expect.is_some_and(|e| {
+                e.agent_exit.is_some() && e.node.as_ref().is_some_and(|x| x.value == n.name)
+            });
+            if !expected {
+                return Some(format!(
+                    "the agent of node {} exited unexpectedly ({}): {}",
+                    n.name,
+                    super::external::exit_word(&status),
+                    n.agent_command_line().unwrap_or_default()
+                ));
+            }
+        }
+        None
+    }
+
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -121,9 +167,9 @@ impl Cluster {
     }
 
     /// Restarts a node's agent (stop, then start on the same host and directories).
-    pub async fn restart_agent(&mut self, name: &str) -> Result<()> {
+    pub async fn restart_agent(&mut self, name: &str, signal: StopSignal) -> Result<()> {
         let node = self.node_mut(name)?;
-        node.stop_agent().await;
+        node.stop_agent(signal).await;
         node.start_agent().await?;
         let status = node.agent_status_receiver();
         self.forward_agent(status);
@@ -134,7 +180,7 @@ impl Cluster {
     pub fn configure(&mut self, kubevirt: &serde_json::Value) -> Result<()> {
         self.admission = admission_config(kubevirt);
         let json = serde_json::to_string_pretty(kubevirt)?;
-        for n in &self.nodes {
+        for n in &mut self.nodes {
             n.write_config(&json)?;
         }
         Ok(())

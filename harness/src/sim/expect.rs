@@ -18,10 +18,22 @@ pub async fn wait_for(cluster: &mut Cluster, e: &Expect) -> Result<(), String> {
     let mut changes = cluster.changes();
     loop {
         changes.borrow_and_update();
+        if let Some(problem) = cluster.unexpected_agent_exit(Some(e)) {
+            return Err(problem);
+        }
         cluster.reconcile().await;
         let result = check(cluster, e);
         let now = Instant::now();
-        if result.is_ok() || now >= deadline {
+        if result.is_ok() {
+            if e.agent_exit.is_some()
+                && let Some(node) = &e.node
+                && let Ok(n) = cluster.node_mut(&node.value)
+            {
+                n.acknowledge_agent_exit();
+            }
+            return Ok(());
+        }
+        if now >= deadline {
             return result.map_err(|m| format!("{m} (waited {timeout:?})"));
         }
         let wait = FALLBACK_RECHECK.min(deadline - now);
@@ -59,7 +71,52 @@ pub fn check(cluster: &Cluster, e: &Expect) -> Result<(), String> {
                 }
             }
         }
-        if let Some(want) = &e.config_error {
+        if let Some(want) = &e.agent_exit {
+            match node.agent_exit() {
+                Some(status) => {
+                    let have = super::external::exit_word(&status);
+                    if !want.matches_str(&have) {
+                        problems.push(format!(
+                            "agent exit on {}: expected {want}, got {have}",
+                            node.name
+                        ));
+                    }
+                }
+                None if node.agent_is_external() => {
+                    problems.push(format!("agent exit on {}: it is still running", node.name))
+                }
+                None => problems.push(format!(
+                    "agent exit on {}: the in-process agent cannot exit (use an external agent)",
+                    node.name
+                )),
+            }
+        }
+        if let Some(want) = &e.agent_log {
+            let logged = if node.agent_is_external() {
+                node.agent_logged(want)
+            } else {
+                super::logs::last(usize::MAX)
+                    .iter()
+                    .any(|l| l.contains(want.as_str()))
+            };
+            if !logged {
+                problems.push(format!(
+                    "agent log on {}: expected a line containing {want:?}",
+                    node.name
+                ));
+            }
+        }
+        if let Some(want) = &e.config_error
+            && node.agent_is_external()
+        {
+            if !node.agent_logged(want) {
+                problems.push(format!(
+                    "agent config error on {}: expected a log line containing {want:?}; last lines: {:?}",
+                    node.name,
+                    node.agent_log(3)
+                ));
+            }
+        } else if let Some(want) = &e.config_error {
             let have = node
                 .agent_status()
                 .and_then(|s| s.last_config_error)

@@ -8,9 +8,10 @@
 //! own, so a scenario's FUSE mounts are invisible to the machine and are torn down with the
 //! process even when it is killed (a test that times out cannot leak a mount).
 
-/// Moves the calling thread into a new network namespace; false when not permitted (not root).
+/// Moves the calling thread into a new network namespace with its loopback up (external agents
+/// may serve metrics or gRPC on 127.0.0.1, as on a node); false when not permitted (not root).
 pub fn enter_private() -> bool {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_ok() && is_private()
+    hostdev_sandbox::net::enter_private_network().is_ok() && is_private()
 }
 
 /// True when this thread's network namespace is not the machine's: compared with pid 1's, or

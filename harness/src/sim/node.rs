@@ -1,6 +1,7 @@
-//! One simulated node: a mocksys host on a FUSE mount, a fake kubelet, and the real agent.
+//! One simulated node: a mocksys host on a FUSE mount, a fake kubelet, and an agent: the
+//! production agent in process, or any executable in the node's namespaces.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -16,8 +17,33 @@ use mocksys::host::Host;
 use mocksys::mount::{Mount, MountOptions};
 use parking_lot::Mutex;
 
+use super::external::{self, ExternalAgent, Notify, Placeholders};
+use super::volume::Volume;
+use crate::scenario::{AgentChoice, StopSignal};
+
 /// How often the agent's safety-net resync runs inside the harness (wake-ups do the real work).
 const AGENT_RESYNC: std::time::Duration = std::time::Duration::from_secs(2);
+/// The configuration file's name in its volume (`{config}`).
+const CONFIG_FILE: &str = "kubevirt.json";
+/// The labels file's name in its volume (`{labels}`).
+const LABELS_FILE: &str = "labels";
+
+/// `key=value` lines, `kubernetes.io/hostname` first as every node has it.
+fn labels_text(node: &str, labels: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = format!("kubernetes.io/hostname={node}\n");
+    for (k, v) in labels {
+        if k != "kubernetes.io/hostname" {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+    }
+    out
+}
+
+/// The agent a node runs now.
+enum Agent {
+    InProcess(CancellationToken, RunningAgent),
+    External(ExternalAgent),
+}
 
 pub struct SimNode {
     pub name: String,
@@ -25,8 +51,14 @@ pub struct SimNode {
     pub host: Host,
     pub kubelet: FakeKubelet,
     mount: Option<Mount>,
-    agent: Option<(CancellationToken, RunningAgent)>,
-    config_file: PathBuf,
+    choice: AgentChoice,
+    agent: Option<Agent>,
+    /// Wakes the cluster's waiters when an external agent logs or exits.
+    notify: Notify,
+    /// An `agentExit` expectation has seen the current agent's exit.
+    exit_acknowledged: bool,
+    config: Volume,
+    labels_volume: Volume,
     plugin_dir: PathBuf,
     seed: u64,
     agent_starts: u64,
@@ -36,7 +68,9 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    /// Builds the node and starts its kubelet and agent. `kubevirt_json` is the configuration file's text.
+    /// Builds the node and starts its kubelet and agent. `kubevirt_json` is the configuration
+    /// file's text; `notify` is called when an external agent logs a line or exits.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         name: &str,
         labels: std::collections::BTreeMap<String, String>,
@@ -44,6 +78,8 @@ impl SimNode {
         kubevirt_json: &str,
         seed: u64,
         netlink: bool,
+        agent: AgentChoice,
+        notify: Notify,
     ) -> Result<SimNode> {
         let root = tempfile::Builder::new()
             .prefix(&format!("hostdev-{name}-"))
@@ -57,9 +93,19 @@ impl SimNode {
         let mount = Mount::new(backend, &root.path().join("host"), options)
             .with_context(|| format!("mounting the host of node {name}"))?;
         let plugin_dir = root.path().join("device-plugins");
-        let config_file = root.path().join("kubevirt.json");
-        std::fs::write(&config_file, kubevirt_json)
-            .context("writing the KubeVirt configuration")?;
+        // As a pod gets them: the CR from a ConfigMap volume, the labels from a downward-API one.
+        let config = Volume::create(
+            &root.path().join("kubevirt"),
+            &[(CONFIG_FILE, kubevirt_json.as_bytes())],
+        )
+        .context("writing the KubeVirt configuration")?;
+        let labels_volume = Volume::create(
+            &root.path().join("podinfo"),
+            &[(LABELS_FILE, labels_text(name, &labels).as_bytes())],
+        )
+        .context("writing the node labels")?;
+        std::fs::create_dir(root.path().join("view"))
+            .context("creating the agent view's scratch directory")?;
         let kubelet = FakeKubelet::start(fake_kubelet::Config::new(&plugin_dir).with_seed(seed))
             .await
             .with_context(|| format!("starting the kubelet of node {name}"))?;
@@ -69,8 +115,12 @@ impl SimNode {
             host,
             kubelet,
             mount: Some(mount),
+            choice: agent,
             agent: None,
-            config_file,
+            notify,
+            exit_acknowledged: false,
+            config,
+            labels_volume,
             plugin_dir,
             seed,
             agent_starts: 0,
@@ -106,30 +156,110 @@ impl SimNode {
         }
     }
 
-    pub fn config_file(&self) -> &Path {
-        &self.config_file
+    /// The configuration file as the agent reads it (`kubevirt/kubevirt.json -> ..data/...`).
+    pub fn config_file(&self) -> PathBuf {
+        self.config.path(CONFIG_FILE)
     }
 
-    /// Replaces the configuration file the way a ConfigMap update does: write aside, rename over.
-    pub fn write_config(&self, kubevirt_json: &str) -> Result<()> {
-        let tmp = self.root.path().join(".kubevirt.json.new");
-        std::fs::write(&tmp, kubevirt_json).context("writing the new configuration")?;
-        std::fs::rename(&tmp, &self.config_file).context("replacing the configuration")?;
-        Ok(())
+    /// Replaces the configuration file the way a ConfigMap update does (a `..data` swap).
+    pub fn write_config(&mut self, kubevirt_json: &str) -> Result<()> {
+        self.config
+            .update(&[(CONFIG_FILE, kubevirt_json.as_bytes())])
+            .context("replacing the configuration")
     }
 
     pub fn agent_status(&self) -> Option<hostdev_agent::manager::AgentStatus> {
-        self.agent.as_ref().map(|(_, a)| a.status.borrow().clone())
+        match &self.agent {
+            Some(Agent::InProcess(_, a)) => Some(a.status.borrow().clone()),
+            _ => None,
+        }
     }
 
     pub fn agent_status_receiver(
         &self,
     ) -> Option<tokio::sync::watch::Receiver<hostdev_agent::manager::AgentStatus>> {
-        self.agent.as_ref().map(|(_, a)| a.status.clone())
+        match &self.agent {
+            Some(Agent::InProcess(_, a)) => Some(a.status.clone()),
+            _ => None,
+        }
+    }
+
+    /// True when this node's agent is a process in the node's namespaces.
+    pub fn agent_is_external(&self) -> bool {
+        !matches!(self.choice, AgentChoice::Hostdev)
+    }
+
+    /// An external agent's command line, for reports.
+    pub fn agent_command_line(&self) -> Option<String> {
+        match &self.agent {
+            Some(Agent::External(a)) => Some(a.command_line()),
+            _ => None,
+        }
+    }
+
+    /// An external agent's last output lines.
+    pub fn agent_log(&self, n: usize) -> Vec<String> {
+        match &self.agent {
+            Some(Agent::External(a)) => a.last_lines(n),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether an external agent logged a line containing `text` since it started.
+    pub fn agent_logged(&self, text: &str) -> bool {
+        matches!(&self.agent, Some(Agent::External(a)) if a.logged(text))
+    }
+
+    /// How an external agent exited, if it has.
+    pub fn agent_exit(&self) -> Option<std::process::ExitStatus> {
+        match &self.agent {
+            Some(Agent::External(a)) => a.exit_status(),
+            _ => None,
+        }
+    }
+
+    pub fn agent_exit_acknowledged(&self) -> bool {
+        self.exit_acknowledged
+    }
+
+    /// Marks the current agent's exit as expected by the scenario.
+    pub fn acknowledge_agent_exit(&mut self) {
+        self.exit_acknowledged = true;
     }
 
     pub async fn start_agent(&mut self) -> Result<()> {
-        let mut options = AgentOptions::new(&self.config_file, &self.name);
+        self.agent_starts += 1;
+        self.exit_acknowledged = false;
+        let command = match &self.choice {
+            AgentChoice::Hostdev => return self.start_in_process_agent().await,
+            AgentChoice::Kubevirt => external::kubevirt_command(),
+            AgentChoice::Command(c) => c.clone(),
+        };
+        let values = Placeholders {
+            config: self.config_file(),
+            node: self.name.clone(),
+            labels: self.labels_volume.path(LABELS_FILE),
+        };
+        let mut view = hostdev_sandbox::NodeView::new(
+            self.sys_root(),
+            self.dev_root(),
+            self.root.path().join("view"),
+        )
+        .with_plugin_dir(&self.plugin_dir);
+        if matches!(self.choice, AgentChoice::Kubevirt) {
+            // KubeVirt runs its virt-chroot helper as /usr/bin/virt-chroot, as its image has it.
+            view = view.with_layer(external::upstream_bin(), "/usr/bin");
+        }
+        let extra_path = [external::upstream_bin()];
+        let agent =
+            ExternalAgent::start(&command, &extra_path, &values, &view, self.notify.clone())
+                .with_context(|| format!("node {}", self.name))?;
+        self.agent = Some(Agent::External(agent));
+        Ok(())
+    }
+
+    async fn start_in_process_agent(&mut self) -> Result<()> {
+        let mut options = AgentOptions::new(self.config_file(), &self.name);
         options.host = HostPaths::new(self.sys_root(), self.dev_root());
         options.plugin_dir = self.plugin_dir.clone();
         options.resync = AGENT_RESYNC;
@@ -137,7 +267,6 @@ impl SimNode {
         let mut labels = NodeLabels::for_node(&self.name);
         labels.0.extend(self.labels.clone());
         options.node_labels = labels;
-        self.agent_starts += 1;
         // mdev UUIDs are seeded too, per node and per agent start, so a run replays exactly.
         let uuids = Arc::new(Mutex::new(SeededUuids::new(
             self.seed ^ self.agent_starts.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -167,20 +296,27 @@ impl SimNode {
         let agent = start_agent(options, Box::new(source), token.clone())
             .await
             .with_context(|| format!("starting the agent of node {}", self.name))?;
-        self.agent = Some((token, agent));
+        self.agent = Some(Agent::InProcess(token, agent));
         Ok(())
     }
 
-    pub async fn stop_agent(&mut self) {
-        if let Some((token, agent)) = self.agent.take() {
-            token.cancel();
-            agent.wait().await;
+    /// Stops the agent (an in-process agent is cancelled whatever `signal` says).
+    pub async fn stop_agent(&mut self, signal: StopSignal) {
+        match self.agent.take() {
+            Some(Agent::InProcess(token, agent)) => {
+                token.cancel();
+                agent.wait().await;
+            }
+            Some(Agent::External(agent)) => {
+                agent.stop(signal).await;
+            }
+            None => {}
         }
     }
 
     /// Stops the agent and kubelet, then unmounts; also done (less gracefully) on drop.
     pub async fn shutdown(mut self) {
-        self.stop_agent().await;
+        self.stop_agent(StopSignal::Term).await;
         self.kubelet.stop().await;
         if let Some(m) = self.mount.take() {
             drop(m.unmount());

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
 use super::{expect, logs, netns, steps};
-use crate::scenario::{Scenario, Step};
+use crate::scenario::{AgentChoice, KubeletChoice, Scenario, Step};
 
 /// How one scenario went.
 #[derive(Debug, Clone)]
@@ -25,12 +25,16 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Overrides the scenario's `seed:`.
     pub seed: Option<u64>,
     /// Record the cluster state after every step.
     pub explain: bool,
+    /// Overrides every node's `agent:`.
+    pub agent: Option<AgentChoice>,
+    /// Overrides the scenario's `kubelet:`.
+    pub kubelet: Option<KubeletChoice>,
 }
 
 /// Runs `sc` on a thread of its own (its own network namespace when permitted, its own runtime).
@@ -50,7 +54,7 @@ pub fn run_scenario(sc: &Scenario, options: RunOptions) -> Outcome {
                 .enable_all()
                 .build();
             let (failure, explain) = match runtime {
-                Ok(rt) => rt.block_on(run_steps(sc, seed, netlink, options.explain)),
+                Ok(rt) => rt.block_on(run_steps(sc, seed, netlink, &options)),
                 Err(e) => (Some(format!("cannot build a runtime: {e}")), Vec::new()),
             };
             Outcome {
@@ -78,10 +82,24 @@ async fn run_steps(
     sc: &Scenario,
     seed: u64,
     netlink: bool,
-    explain: bool,
+    options: &RunOptions,
 ) -> (Option<String>, Vec<String>) {
+    let explain = options.explain;
     let mut states = Vec::new();
-    let mut cluster = match Cluster::start(sc, seed, netlink).await {
+    let kubelet = options
+        .kubelet
+        .or(sc.raw.kubelet.as_ref().map(|k| k.value))
+        .unwrap_or_default();
+    if kubelet == KubeletChoice::Upstream {
+        return (
+            Some(
+                header(sc, seed)
+                    + "\nkubelet: upstream is not available in this build of the harness yet",
+            ),
+            states,
+        );
+    }
+    let mut cluster = match Cluster::start(sc, seed, netlink, options.agent.as_ref()).await {
         Ok(c) => c,
         Err(e) => {
             return (
@@ -92,6 +110,14 @@ async fn run_steps(
     };
     let mut failure = None;
     for (i, step) in sc.raw.steps.iter().enumerate() {
+        let expect = match &step.value {
+            Step::Expect(e) => Some(&**e),
+            _ => None,
+        };
+        if let Some(problem) = cluster.unexpected_agent_exit(expect) {
+            failure = Some(report(sc, seed, i, problem, &cluster));
+            break;
+        }
         let result = match &step.value {
             Step::Expect(e) => expect::wait_for(&mut cluster, e).await,
             other => match steps::run_step(&mut cluster, sc, other).await {
@@ -147,9 +173,22 @@ fn report(sc: &Scenario, seed: u64, index: usize, problem: String, cluster: &Clu
         sc.file.display()
     ));
     out.push_str(&format!("\ncluster:\n{}", state(cluster)));
-    out.push_str("\nlast agent log lines:\n");
-    for l in logs::last(12) {
-        out.push_str(&format!("  {l}\n"));
+    if cluster.nodes.iter().any(|n| !n.agent_is_external()) {
+        out.push_str("\nlast agent log lines:\n");
+        for l in logs::last(12) {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    for n in cluster.nodes.iter().filter(|n| n.agent_is_external()) {
+        out.push_str(&format!(
+            "last agent log lines ({}: {}):\n",
+            n.name,
+            n.agent_command_line()
+                .unwrap_or_else(|| "not running".into())
+        ));
+        for l in n.agent_log(12) {
+            out.push_str(&format!("  {l}\n"));
+        }
     }
     for n in &cluster.nodes {
         let lines = n.kubelet.recent_log();
@@ -184,6 +223,12 @@ pub fn state(cluster: &Cluster) -> String {
             && let Some(err) = a.last_config_error
         {
             out.push_str(&format!("    agent config error: {err}\n"));
+        }
+        if let Some(status) = n.agent_exit() {
+            out.push_str(&format!(
+                "    agent exited: {}\n",
+                super::external::exit_word(&status)
+            ));
         }
     }
     for (name, v) in &cluster.vmis {

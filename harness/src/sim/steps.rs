@@ -112,7 +112,10 @@ pub async fn run_step(cluster: &mut Cluster, sc: &Scenario, step: &Step) -> Resu
                     .await
                     .with_context(|| format!("restarting the kubelet of {}", node.name))
             }
-            Component::Agent => cluster.restart_agent(&s.node.value).await,
+            Component::Agent => {
+                let signal = s.signal.as_ref().map(|x| x.value).unwrap_or_default();
+                cluster.restart_agent(&s.node.value, signal).await
+            }
         },
         Step::Fault(s) => {
             let node = cluster.node(&s.node.value)?;
