@@ -2,8 +2,7 @@
 //! h2 would reject, encode it again for h2 and cut it into HEADERS + CONTINUATION frames.
 
 use bytes::BytesMut;
-use loona_hpack::decoder::DecoderError;
-use loona_hpack::{Decoder, Encoder};
+use httlib_hpack::{Decoder, Encoder};
 
 use super::frame::{self, FrameHeader};
 
@@ -36,29 +35,26 @@ pub struct Block {
 ///
 /// The decoder mirrors the client's encoder, so every block is decoded, even one that needs no
 /// change: skipping one would leave later indexed references pointing at the wrong entries.
-/// The encoder writes for h2's decoder with a dynamic table of size 0 (announced by a size
-/// update at the start of the first block): nothing it sends is ever indexed, so h2's table stays
-/// empty and cannot drift from ours whatever SETTINGS_HEADER_TABLE_SIZE the server announces.
-/// Compression does not matter on this hop: h2 reads the bytes from memory.
+/// The encoder writes for h2's decoder and never indexes (static-table references and literals
+/// without indexing, never-indexed fields kept never-indexed); a size update to 0 at the start of
+/// the first block empties h2's table for good, so it cannot drift from ours whatever
+/// SETTINGS_HEADER_TABLE_SIZE the server announces. No Huffman coding either: h2 reads these
+/// bytes from memory, so smaller would only be slower.
 pub struct Rewriter {
     decoder: Decoder<'static>,
     encoder: Encoder<'static>,
     announced_zero_table: bool,
-    scratch: Vec<u8>,
+    fields: Vec<(Vec<u8>, Vec<u8>, u8)>,
     rewritten: u64,
 }
 
 impl Default for Rewriter {
     fn default() -> Self {
-        let mut encoder = Encoder::new();
-        encoder.set_max_table_size(0);
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(frame::DEFAULT_HEADER_TABLE_SIZE);
         Self {
-            decoder,
-            encoder,
+            decoder: Decoder::with_dynamic_size(frame::DEFAULT_HEADER_TABLE_SIZE as u32),
+            encoder: Encoder::default(),
             announced_zero_table: false,
-            scratch: Vec::new(),
+            fields: Vec::new(),
             rewritten: 0,
         }
     }
@@ -68,7 +64,8 @@ impl Rewriter {
     /// The largest dynamic table the client may ask for (what the server announced and the
     /// client acknowledged, or is about to).
     pub fn set_max_allowed_table_size(&mut self, size: usize) {
-        self.decoder.set_max_allowed_table_size(size);
+        self.decoder
+            .set_max_dynamic_size(u32::try_from(size).unwrap_or(u32::MAX));
     }
 
     /// How many `:authority` values were replaced on this connection.
@@ -76,37 +73,41 @@ impl Rewriter {
         self.rewritten
     }
 
-    /// Appends the block, re-encoded, as frames to `out`. On a decoding error nothing is
-    /// appended and the decoder's state is no longer the client's.
-    pub fn rewrite(&mut self, block: &Block, out: &mut BytesMut) -> Result<(), DecoderError> {
-        let mut encoded = std::mem::take(&mut self.scratch);
-        encoded.clear();
+    /// Appends the block, re-encoded, as frames to `out`. On an error nothing is appended and
+    /// the decoder's state is no longer the client's.
+    pub fn rewrite(&mut self, block: &Block, out: &mut BytesMut) -> Result<(), RewriteError> {
+        let mut fragment = block.fragment.clone();
+        self.fields.clear();
+        self.decoder
+            .decode(&mut fragment, &mut self.fields)
+            .map_err(RewriteError::Decode)?;
+        let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
         if !self.announced_zero_table {
             // Dynamic table size update to 0 (RFC 7541 6.3), allowed at the start of a block.
             encoded.push(0x20);
         }
-        let encoder = &mut self.encoder;
-        let mut replaced = 0;
-        let decoded = self.decoder.decode_with_cb(&block.fragment, |name, value| {
-            let value: &[u8] = if name.as_ref() == b":authority" && !is_valid_authority(&value) {
-                replaced += 1;
-                REPLACEMENT_AUTHORITY
-            } else {
-                &value
-            };
-            // Writing into a Vec cannot fail.
-            let _ = encoder.encode_header_into((&name, value), &mut encoded);
-        });
-        if let Err(e) = decoded {
-            self.scratch = encoded;
-            return Err(e);
+        for (name, mut value, flags) in self.fields.drain(..) {
+            if name == b":authority" && !is_valid_authority(&value) {
+                self.rewritten += 1;
+                value = REPLACEMENT_AUTHORITY.to_vec();
+            }
+            let flags = Encoder::BEST_FORMAT | (flags & Decoder::NEVER_INDEXED);
+            self.encoder
+                .encode((name, value, flags), &mut encoded)
+                .map_err(RewriteError::Encode)?;
         }
         self.announced_zero_table = true;
-        self.rewritten += replaced;
         write_frames(block, &encoded, out);
-        self.scratch = encoded;
         Ok(())
     }
+}
+
+/// Why a block was handed on unchanged; only ever shown through `Debug`.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub enum RewriteError {
+    Decode(httlib_hpack::DecoderError),
+    Encode(httlib_hpack::EncoderError),
 }
 
 /// HEADERS (with the block's END_STREAM and PRIORITY, never PADDED) then CONTINUATION frames,

@@ -7,10 +7,11 @@ use super::block::{Block, Rewriter};
 use super::frame::{self, FrameHeader, HEADER_LEN};
 use super::outbound::TableSizes;
 
-/// A header block larger than this (as sent, all its frames) is not rewritten. Far above any
-/// real gRPC metadata (hyper's default limit on a decoded header list is 16 KiB); it bounds
-/// what a client can make the layer buffer.
-pub const MAX_BLOCK_BYTES: usize = 1 << 20;
+/// A header block larger than this (as sent, all its frames) is not rewritten but handed on as
+/// is (the connection then fails in h2). Far above real gRPC metadata (hyper's default limit on
+/// a decoded header list is 16 KiB); it bounds what a client can make the layer buffer, and the
+/// decoder's work, which grows faster than linearly in the number of fields of one block.
+pub const MAX_BLOCK_BYTES: usize = 64 * 1024;
 
 enum Phase {
     /// Bytes of the client preface matched so far.
