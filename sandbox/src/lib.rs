@@ -17,9 +17,11 @@
 //!
 //! - [`view`]: [`NodeView`], what goes where, and the mount plan computed from it (in the parent).
 //! - [`spawn`]: [`Command`] and [`Child`]: clone into the namespaces, run the plan, exec, reap.
+//! - [`seccomp`]: `statfs` on the synthetic `/sys` reports sysfs (opt-in per view).
 //! - [`net`]: a private network namespace with its loopback up, for the node the view belongs to.
 
 pub mod net;
+pub mod seccomp;
 pub mod spawn;
 pub mod view;
 

@@ -22,12 +22,15 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::seccomp;
 use crate::view::{NodeView, Op, cstring, plan};
 
 /// Stack for the child until `execve` (it runs only the short plan).
 const CHILD_STACK: usize = 256 * 1024;
 /// The step index reported when `execve` itself fails.
 const EXEC_STEP: u32 = u32::MAX;
+/// The step index reported when installing the statfs filter fails.
+const SECCOMP_STEP: u32 = u32::MAX - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -196,6 +199,12 @@ impl Command {
                 c
             },
         )?;
+        let mut ctx = ctx;
+        if view.sysfs_magic {
+            let (install, pending) = seccomp::prepare(&view.sys)?;
+            ctx.seccomp = Some(install);
+            ctx.seccomp_pending = Some(pending);
+        }
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let waiter_shared = shared.clone();
@@ -264,6 +273,9 @@ impl Command {
 
 /// The plan is recomputed only to name the failed step (the failure is rare; the plan is cheap).
 fn step_text(view: &NodeView, step: usize) -> String {
+    if step == SECCOMP_STEP as usize {
+        return "installing the statfs filter (seccomp user notification)".into();
+    }
     plan(view)
         .ok()
         .and_then(|ops| ops.get(step).map(Op::describe))
@@ -328,6 +340,10 @@ struct ChildCtx {
     /// The descriptor each of 0, 1, 2 becomes, or -1 to inherit.
     stdio: [RawFd; 3],
     err_fd: RawFd,
+    /// Installed right before `execve` when the view wants sysfs's statfs magic.
+    seccomp: Option<seccomp::Install>,
+    /// The parent's half of that; taken by the waiter before the clone.
+    seccomp_pending: Option<seccomp::Pending>,
 }
 
 // SAFETY: the raw pointers point into the CStrings owned by the same struct, which moves whole.
@@ -374,6 +390,8 @@ impl ChildCtx {
             cwd: cwd.map(cstring).transpose()?,
             stdio: [-1; 3],
             err_fd: -1,
+            seccomp: None,
+            seccomp_pending: None,
         })
     }
 }
@@ -390,7 +408,7 @@ struct Shared {
 }
 
 fn waiter(
-    ctx: ChildCtx,
+    mut ctx: ChildCtx,
     mut err_read: OwnedFd,
     err_write: OwnedFd,
     child_ends: Vec<OwnedFd>,
@@ -398,6 +416,7 @@ fn waiter(
     shared: Arc<Shared>,
     on_exit: Option<OnExit>,
 ) {
+    let pending = ctx.seccomp_pending.take();
     let mut stack = vec![0u8; CHILD_STACK];
     // SAFETY: the stack top is inside the allocation and 16-byte aligned as the ABI wants; without
     // CLONE_VM the child runs on its own copy of this memory and of `ctx`.
@@ -416,6 +435,11 @@ fn waiter(
     if pid < 0 {
         let _ = tx.send(Err(Started::Clone(io::Error::last_os_error())));
         return;
+    }
+    // Before the exec report: the child's program may call statfs as soon as it runs. A failure
+    // here leaves the listener closed, and the filtered calls fail with ENOSYS.
+    if let Some(pending) = pending {
+        let _ = seccomp::start(pending);
     }
     let mut report = [0u8; 8];
     let outcome = match read_full(&mut err_read, &mut report) {
@@ -507,6 +531,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if libc::dup2(fd, target as libc::c_int) < 0 {
                 fail(ctx, EXEC_STEP);
             }
+        }
+        if let Some(install) = &ctx.seccomp
+            && !seccomp::install(install)
+        {
+            fail(ctx, SECCOMP_STEP);
         }
         libc::execve(
             ctx.program.as_ptr(),

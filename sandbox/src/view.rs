@@ -31,6 +31,9 @@ pub struct NodeView {
     /// `(dir, target)`: the files of `dir` appear in `target` over the machine's (a read-only
     /// overlay), as a container image would put a program where an agent hard-codes it.
     pub layers: Vec<(PathBuf, PathBuf)>,
+    /// `statfs`/`fstatfs` under `/sys` report sysfs's magic (see [`crate::seccomp`]), so
+    /// libudev, udevadm and libusb accept the synthetic sysfs. Needs `sys` to be a mount.
+    pub sysfs_magic: bool,
 }
 
 impl NodeView {
@@ -45,12 +48,19 @@ impl NodeView {
             plugin_dir: None,
             scratch: scratch.into(),
             layers: Vec::new(),
+            sysfs_magic: false,
         }
     }
 
     /// Lays the files of `dir` over `target` (e.g. a helper binary an agent runs from /usr/bin).
     pub fn with_layer(mut self, dir: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
         self.layers.push((dir.into(), target.into()));
+        self
+    }
+
+    /// Whether `statfs` on the synthetic `/sys` says sysfs (off by default).
+    pub fn with_sysfs_magic(mut self, on: bool) -> Self {
+        self.sysfs_magic = on;
         self
     }
 
