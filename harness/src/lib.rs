@@ -6,6 +6,7 @@
 //! - [`suite`]: many scenarios at once: parallel runs, progress, JUnit, timings.
 
 pub mod cluster;
+pub mod compat;
 pub mod scenario;
 pub mod sim;
 pub mod suite;

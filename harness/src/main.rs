@@ -54,6 +54,18 @@ enum Command {
         #[command(flatten)]
         choice: Choice,
     },
+    /// Run the library over {hostdev-agent, KubeVirt's plugins} x {fake, upstream kubelet} and
+    /// print (or write) the compatibility table; exits 1 if any cell is unexpected.
+    Compat {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the Markdown table here (e.g. docs/compatibility.md) instead of printing it.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// Scenarios run at once (default: the number of CPUs).
+        #[arg(long, short)]
+        jobs: Option<usize>,
+    },
     /// Print the JSON Schema of scenario files (for editors).
     Schema,
     /// Print the random scenario of a seed (the one the seeded simulation test runs); save it
@@ -165,6 +177,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{} passed, {} failed", results.len() - failed, failed);
             Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Compat { paths, write, jobs } => {
+            let files = scenario::collect_files(&paths)?;
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+            let table = hostdev_harness::compat::run(&files, hostdev_harness::compat::matrix(), jobs);
+            let root = paths
+                .first()
+                .filter(|p| p.is_dir())
+                .cloned()
+                .unwrap_or_default();
+            let upstream = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../upstream");
+            let text = hostdev_harness::compat::markdown(
+                &table,
+                &root,
+                &hostdev_harness::compat::upstream_versions(&upstream),
+            );
+            match write {
+                Some(path) => std::fs::write(&path, &text)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?,
+                None => print!("{text}"),
+            }
+            let unexpected = table.unexpected();
+            println!(
+                "{} scenarios x {} combinations in {:.1} s; {unexpected} unexpected",
+                table.rows.len(),
+                table.columns.len(),
+                table.wall.as_secs_f64()
+            );
+            Ok(if unexpected == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

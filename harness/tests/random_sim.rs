@@ -242,7 +242,8 @@ fn converged(
                 }
                 let healthy: BTreeSet<String> = node
                     .kubelet
-                    .devices(r)
+                    .fake()
+                    .and_then(|k| k.devices(r))
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|d| d.is_healthy())
@@ -403,7 +404,7 @@ fn check_invariants(cluster: &Cluster, tracker: &Tracker) -> Result<(), Broken> 
             if vmi.phase != Phase::Running || vmi.node.as_deref() != Some(&node.name) {
                 continue;
             }
-            let allocations = node.kubelet.pod_allocations(&vmi.pod_uid);
+            let allocations = node.kubelet.fake().map(|k| k.pod_allocations(&vmi.pod_uid)).unwrap_or_default();
             for a in &allocations {
                 for id in &a.device_ids {
                     if let Some(other) = held.insert((a.resource.clone(), id.clone()), name.clone())
@@ -668,7 +669,7 @@ async fn drive(
     options: Options,
 ) -> (Stats, Option<String>) {
     let mut stats = Stats::default();
-    let mut cluster = match Cluster::start(sc, seed, netlink, None).await {
+    let mut cluster = match Cluster::start(sc, seed, netlink, None, Default::default()).await {
         Ok(c) => c,
         Err(e) => return (stats, Some(format!("setting up the cluster failed: {e:#}"))),
     };

@@ -650,6 +650,18 @@ impl Child {
         Ok(())
     }
 
+    /// Whether the process has a handler for `signal` now (false once it has exited).
+    pub fn catches(&self, signal: libc::c_int) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return false;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1u64 << (signal - 1)) != 0)
+    }
+
     pub fn try_wait(&self) -> Option<ExitStatus> {
         *self.shared.status.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -686,9 +698,21 @@ impl Child {
     }
 
     /// As the kubelet stops a container: SIGTERM, up to `grace` to exit, then SIGKILL.
+    ///
+    /// PID 1 discards a signal it has no handler for, and a lab stops agents moments after
+    /// starting them, far more often than a node does; so SIGTERM is sent once the process
+    /// catches it (`SigCgt` in /proc/PID/status), or at once if it never does within `grace`
+    /// (then, as on a node, only SIGKILL ends it).
     pub fn stop(&self, grace: Duration) -> ExitStatus {
+        let deadline = Instant::now() + grace;
+        while !self.catches(libc::SIGTERM) && Instant::now() < deadline {
+            if let Some(s) = self.wait_timeout(Duration::from_millis(5)) {
+                return s;
+            }
+        }
         let _ = self.signal(libc::SIGTERM);
-        if let Some(s) = self.wait_timeout(grace) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(s) = self.wait_timeout(left.max(Duration::from_millis(100))) {
             return s;
         }
         let _ = self.signal(libc::SIGKILL);

@@ -30,6 +30,10 @@ pub struct RawScenario {
     /// The kubelet of every node (default `fake`).
     #[serde(default)]
     pub kubelet: Option<Spanned<KubeletChoice>>,
+    /// A known defect of KubeVirt's own device plugins this scenario shows (`kubevirt#7084`):
+    /// with `agent: kubevirt` the scenario is expected to fail (the compatibility table says so).
+    #[serde(default)]
+    pub upstream_defect: Option<String>,
     pub nodes: Vec<Spanned<RawNode>>,
     #[serde(default)]
     pub steps: Vec<Spanned<Step>>,

@@ -12,7 +12,7 @@ use super::vmi::VmiState;
 use crate::cluster::admission::{AdmissionConfig, admit};
 use crate::cluster::launcher;
 use crate::cluster::scheduler::{NodeView, schedule};
-use crate::scenario::{AgentChoice, Phase, Scenario, StopSignal, VmiManifest};
+use crate::scenario::{AgentChoice, KubeletChoice, Phase, Scenario, StopSignal, VmiManifest};
 
 /// The container of the virt-launcher pod that holds the devices.
 const COMPUTE_CONTAINER: &str = "compute";
@@ -38,6 +38,7 @@ impl Cluster {
         seed: u64,
         netlink: bool,
         agent: Option<&AgentChoice>,
+        kubelet: KubeletChoice,
     ) -> Result<Cluster> {
         let kubevirt = sc
             .raw
@@ -79,6 +80,7 @@ impl Cluster {
                 node_seed,
                 netlink,
                 choice,
+                kubelet,
                 notify,
             )
             .await?;
@@ -94,14 +96,17 @@ impl Cluster {
         node.host.subscribe(Box::new(move |_| {
             tx.send_modify(|n| *n += 1);
         }));
-        let tx = self.changes.clone();
-        let mut events = node.kubelet.subscribe();
-        self.forwarders.push(tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
-                tx.send_modify(|n| *n += 1);
-            }
-        }));
+        // The upstream kubelet wakes waiters through its status poller instead.
+        if let Some(kubelet) = node.kubelet.fake() {
+            let tx = self.changes.clone();
+            let mut events = kubelet.subscribe();
+            self.forwarders.push(tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
+                    tx.send_modify(|n| *n += 1);
+                }
+            }));
+        }
         self.forward_agent(node.agent_status_receiver());
     }
 
@@ -211,7 +216,7 @@ impl Cluster {
         if let Some(node) = &vmi.node
             && let Ok(node) = self.node(node)
         {
-            node.kubelet.free_pod(&vmi.pod_uid);
+            node.kubelet.free_pod(&vmi.pod_uid).await;
         }
         self.reconcile().await;
         Ok(())
@@ -291,11 +296,9 @@ impl Cluster {
                 numa_affinity: None,
             };
             match node.kubelet.allocate_container(req).await {
-                Ok(allocations) => {
-                    for a in allocations {
-                        env.extend(a.response.envs.clone());
-                        paths.extend(a.response.devices.iter().map(|d| d.host_path.clone()));
-                    }
+                Ok(allocated) => {
+                    env.extend(allocated.envs);
+                    paths.extend(allocated.device_paths);
                 }
                 Err(e) => {
                     failure = Some(format!(
@@ -315,7 +318,7 @@ impl Cluster {
             Some(_) => Vec::new(),
         };
         if failure.is_some() {
-            node.kubelet.free_pod(&pod_uid);
+            node.kubelet.free_pod(&pod_uid).await;
         }
         if let Some(v) = self.vmis.get_mut(name) {
             v.node = Some(chosen);

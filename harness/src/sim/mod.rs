@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod expect;
 pub mod external;
+pub mod kubelet;
 pub mod logs;
 pub mod netns;
 pub mod node;

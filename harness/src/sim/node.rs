@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use fake_kubelet::FakeKubelet;
+
+use super::kubelet::{NodeKubelet, UpstreamKubelet};
 use hostdev_agent::config::NodeLabels;
 use hostdev_agent::manager::source::ConfiguredSource;
 use hostdev_agent::manager::{
@@ -19,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::external::{self, ExternalAgent, Notify, Placeholders};
 use super::volume::Volume;
-use crate::scenario::{AgentChoice, StopSignal};
+use crate::scenario::{AgentChoice, KubeletChoice, StopSignal};
 
 /// How often the agent's safety-net resync runs inside the harness (wake-ups do the real work).
 const AGENT_RESYNC: std::time::Duration = std::time::Duration::from_secs(2);
@@ -49,7 +51,7 @@ pub struct SimNode {
     pub name: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub host: Host,
-    pub kubelet: FakeKubelet,
+    pub kubelet: NodeKubelet,
     mount: Option<Mount>,
     choice: AgentChoice,
     agent: Option<Agent>,
@@ -79,6 +81,7 @@ impl SimNode {
         seed: u64,
         netlink: bool,
         agent: AgentChoice,
+        kubelet: KubeletChoice,
         notify: Notify,
     ) -> Result<SimNode> {
         let root = tempfile::Builder::new()
@@ -106,9 +109,18 @@ impl SimNode {
         .context("writing the node labels")?;
         std::fs::create_dir(root.path().join("view"))
             .context("creating the agent view's scratch directory")?;
-        let kubelet = FakeKubelet::start(fake_kubelet::Config::new(&plugin_dir).with_seed(seed))
-            .await
-            .with_context(|| format!("starting the kubelet of node {name}"))?;
+        let kubelet = match kubelet {
+            KubeletChoice::Fake => NodeKubelet::Fake(
+                FakeKubelet::start(fake_kubelet::Config::new(&plugin_dir).with_seed(seed))
+                    .await
+                    .with_context(|| format!("starting the kubelet of node {name}"))?,
+            ),
+            KubeletChoice::Upstream => NodeKubelet::Upstream(
+                UpstreamKubelet::start(&plugin_dir, notify.clone())
+                    .await
+                    .with_context(|| format!("starting the upstream kubelet of node {name}"))?,
+            ),
+        };
         let mut node = SimNode {
             name: name.to_owned(),
             labels,
@@ -245,7 +257,8 @@ impl SimNode {
             self.dev_root(),
             self.root.path().join("view"),
         )
-        .with_plugin_dir(&self.plugin_dir);
+        .with_plugin_dir(&self.plugin_dir)
+        .with_sysfs_magic(true);
         if matches!(self.choice, AgentChoice::Kubevirt) {
             // KubeVirt runs its virt-chroot helper as /usr/bin/virt-chroot, as its image has it.
             view = view.with_layer(external::upstream_bin(), "/usr/bin");

@@ -23,6 +23,23 @@ impl Outcome {
     pub fn passed(&self) -> bool {
         self.failure.is_none()
     }
+
+    /// The failure in one line: the failing step and what it saw (for tables and summaries).
+    pub fn reason(&self) -> Option<String> {
+        let report = self.failure.as_deref()?;
+        let mut lines = report.lines();
+        while let Some(l) = lines.next() {
+            if let Some(rest) = l.strip_prefix("step ") {
+                let step = rest.split(" at ").next().unwrap_or(rest);
+                let problem = lines.next().unwrap_or_default().trim();
+                return Some(format!("step {step}: {problem}"));
+            }
+            if l.starts_with("setting up the cluster failed") {
+                return Some(l.to_owned());
+            }
+        }
+        report.lines().nth(1).map(str::to_owned)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -90,16 +107,7 @@ async fn run_steps(
         .kubelet
         .or(sc.raw.kubelet.as_ref().map(|k| k.value))
         .unwrap_or_default();
-    if kubelet == KubeletChoice::Upstream {
-        return (
-            Some(
-                header(sc, seed)
-                    + "\nkubelet: upstream is not available in this build of the harness yet",
-            ),
-            states,
-        );
-    }
-    let mut cluster = match Cluster::start(sc, seed, netlink, options.agent.as_ref()).await {
+    let mut cluster = match Cluster::start(sc, seed, netlink, options.agent.as_ref(), kubelet).await {
         Ok(c) => c,
         Err(e) => {
             return (

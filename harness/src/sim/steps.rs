@@ -106,11 +106,12 @@ pub async fn run_step(cluster: &mut Cluster, sc: &Scenario, step: &Step) -> Resu
         Step::Configure(s) => cluster.configure(&s.kubevirt.value),
         Step::Restart(s) => match s.component {
             Component::Kubelet => {
-                let node = cluster.node(&s.node.value)?;
+                let node = cluster.node_mut(&s.node.value)?;
+                let name = node.name.clone();
                 node.kubelet
                     .restart()
                     .await
-                    .with_context(|| format!("restarting the kubelet of {}", node.name))
+                    .with_context(|| format!("restarting the kubelet of {name}"))
             }
             Component::Agent => {
                 let signal = s.signal.as_ref().map(|x| x.value).unwrap_or_default();
