@@ -54,11 +54,20 @@ pub fn matrix() -> Vec<Combination> {
 pub enum Cell {
     Pass,
     /// Failed, as its `upstreamDefect` says KubeVirt's plugins do.
-    ExpectedFail { defect: String, reason: String },
-    Fail { reason: String },
+    ExpectedFail {
+        defect: String,
+        reason: String,
+    },
+    Fail {
+        reason: String,
+    },
     /// Passed although it names an upstream defect: the defect may be fixed, or the scenario is wrong.
-    UnexpectedPass { defect: String },
-    Invalid { reason: String },
+    UnexpectedPass {
+        defect: String,
+    },
+    Invalid {
+        reason: String,
+    },
 }
 
 impl Cell {
@@ -168,7 +177,11 @@ pub fn markdown(table: &Table, root: &Path, versions: &[(String, String)]) -> St
     for (what, version) in versions {
         let _ = writeln!(out, "- {what}: {version}");
     }
-    let _ = writeln!(out, "- whole table: {:.1} s on this machine\n", table.wall.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "- whole table: {:.1} s on this machine\n",
+        table.wall.as_secs_f64()
+    );
     let _ = write!(out, "| scenario |");
     for c in &table.columns {
         let _ = write!(out, " {} |", c.title());
@@ -221,12 +234,21 @@ pub fn upstream_versions(upstream: &Path) -> Vec<(String, String)> {
     vec![
         (
             "KubeVirt device plugins".into(),
-            format!("kubevirt.io/kubevirt {}", find("kubevirt.io/kubevirt", "kubevirt/go.mod")),
+            format!(
+                "kubevirt.io/kubevirt {}",
+                find("kubevirt.io/kubevirt", "kubevirt/go.mod")
+            ),
         ),
         (
             "kubelet device manager".into(),
-            format!("k8s.io/kubernetes {}", find("k8s.io/kubernetes", "kubelet/go.mod")),
+            format!(
+                "k8s.io/kubernetes {}",
+                find("k8s.io/kubernetes", "kubelet/go.mod")
+            ),
         ),
-        ("hostdev-agent".into(), format!("this tree ({})", env!("CARGO_PKG_VERSION"))),
+        (
+            "hostdev-agent".into(),
+            format!("this tree ({})", env!("CARGO_PKG_VERSION")),
+        ),
     ]
 }

@@ -189,7 +189,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|n| n.get())
                     .unwrap_or(2)
             });
-            let table = hostdev_harness::compat::run(&files, hostdev_harness::compat::matrix(), jobs);
+            let table =
+                hostdev_harness::compat::run(&files, hostdev_harness::compat::matrix(), jobs);
             let root = paths
                 .first()
                 .filter(|p| p.is_dir())

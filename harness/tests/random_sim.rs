@@ -404,7 +404,11 @@ fn check_invariants(cluster: &Cluster, tracker: &Tracker) -> Result<(), Broken> 
             if vmi.phase != Phase::Running || vmi.node.as_deref() != Some(&node.name) {
                 continue;
             }
-            let allocations = node.kubelet.fake().map(|k| k.pod_allocations(&vmi.pod_uid)).unwrap_or_default();
+            let allocations = node
+                .kubelet
+                .fake()
+                .map(|k| k.pod_allocations(&vmi.pod_uid))
+                .unwrap_or_default();
             for a in &allocations {
                 for id in &a.device_ids {
                     if let Some(other) = held.insert((a.resource.clone(), id.clone()), name.clone())

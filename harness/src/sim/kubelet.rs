@@ -68,7 +68,10 @@ impl NodeKubelet {
                 k.free_pod(pod_uid);
             }
             NodeKubelet::Upstream(k) => {
-                if let Err(e) = k.command("free", serde_json::json!({ "pod": pod_uid })).await {
+                if let Err(e) = k
+                    .command("free", serde_json::json!({ "pod": pod_uid }))
+                    .await
+                {
                     k.log(format!("free {pod_uid}: {e}"));
                 }
             }
@@ -218,7 +221,8 @@ impl UpstreamKubelet {
             .context("kubelet-dm gave no ready line in 30 s")?
             .context("reading kubelet-dm's ready line")?
             .ok_or_else(|| anyhow!("kubelet-dm exited before it was ready: {:?}", self.tail()))?;
-        let reply: Reply = serde_json::from_str(&ready).with_context(|| format!("ready line {ready:?}"))?;
+        let reply: Reply =
+            serde_json::from_str(&ready).with_context(|| format!("ready line {ready:?}"))?;
         if !reply.ok {
             bail!("kubelet-dm did not start: {}", reply.error);
         }
@@ -286,7 +290,11 @@ impl UpstreamKubelet {
             serde_json::from_str(&line).map_err(|e| format!("kubelet-dm allocate reply: {e}"))?;
         Ok(Allocated {
             envs: reply.envs,
-            device_paths: reply.device_specs.into_iter().map(|d| d.host_path).collect(),
+            device_paths: reply
+                .device_specs
+                .into_iter()
+                .map(|d| d.host_path)
+                .collect(),
         })
     }
 
@@ -336,7 +344,10 @@ async fn run_command(
         Some(a) => format!("{verb} {a}\n"),
         None => format!("{verb}\n"),
     };
-    io.stdin.write_all(line.as_bytes()).await.context("writing a command")?;
+    io.stdin
+        .write_all(line.as_bytes())
+        .await
+        .context("writing a command")?;
     io.stdin.flush().await.context("writing a command")?;
     io.stdout
         .next_line()

@@ -107,7 +107,8 @@ async fn run_steps(
         .kubelet
         .or(sc.raw.kubelet.as_ref().map(|k| k.value))
         .unwrap_or_default();
-    let mut cluster = match Cluster::start(sc, seed, netlink, options.agent.as_ref(), kubelet).await {
+    let mut cluster = match Cluster::start(sc, seed, netlink, options.agent.as_ref(), kubelet).await
+    {
         Ok(c) => c,
         Err(e) => {
             return (
