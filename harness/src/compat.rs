@@ -112,6 +112,20 @@ impl Table {
     }
 }
 
+/// The files whose scenarios leave the agent to the run: the others bring their own plugin
+/// (such as the grpcio example), which the agent columns would replace.
+pub fn agent_neutral(files: &[PathBuf]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|f| {
+            scenario::load(f).map_or(true, |sc| {
+                sc.raw.agent.is_none() && sc.raw.nodes.iter().all(|n| n.value.agent.is_none())
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Runs every file in every column, `jobs` scenarios at once.
 pub fn run(files: &[PathBuf], columns: Vec<Combination>, jobs: usize) -> Table {
     let clock = suite::Stopwatch::start();

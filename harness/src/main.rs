@@ -183,7 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Compat { paths, write, jobs } => {
-            let files = scenario::collect_files(&paths)?;
+            let files = hostdev_harness::compat::agent_neutral(&scenario::collect_files(&paths)?);
             let jobs = jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
