@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{LabelsError, NodeLabels, ServeMode};
 use crate::explain::OutputFormat;
 use crate::manager::AgentOptions;
+use crate::plugin::DeviceOwner;
 use crate::sysfs::HostPaths;
 
 #[derive(Debug, Parser)]
@@ -84,6 +85,12 @@ pub struct Flags {
     /// Interval of the safety-net rediscovery: `30s`, `500ms`, `2m`.
     #[arg(long, global = true, env = "HOSTDEV_RESYNC", default_value = "30s", value_parser = parse_duration)]
     pub resync: Duration,
+    /// The uid USB device nodes are given to on Allocate (qemu's in virt-launcher, as KubeVirt).
+    #[arg(long, global = true, env = "HOSTDEV_QEMU_UID", default_value_t = crate::plugin::owner::QEMU_ID)]
+    pub qemu_uid: u32,
+    /// The gid USB device nodes are given to on Allocate.
+    #[arg(long, global = true, env = "HOSTDEV_QEMU_GID", default_value_t = crate::plugin::owner::QEMU_ID)]
+    pub qemu_gid: u32,
     #[arg(
         long,
         global = true,
@@ -195,6 +202,10 @@ impl Flags {
         options.node_labels = labels;
         options.metrics_addr = metrics_addr;
         options.resync = self.resync;
+        options.usb_owner = Some(DeviceOwner {
+            uid: self.qemu_uid,
+            gid: self.qemu_gid,
+        });
         Ok(options)
     }
 }

@@ -2,17 +2,23 @@
 //!
 //! Each call reconciles purely from desired (configuration + node labels) against actual
 //! (sysfs); it keeps no memory of earlier calls, so a type removed from the configuration and
-//! added back is created again (KubeVirt #8425 cannot happen). Per parent card:
-//! - mdevs whose type is not desired are removed (`1` written to `<mdev>/remove`);
-//! - a card left with no mdevs gets ONE desired type it supports (the desired type on the fewest
-//!   cards so far, then config order, so several types spread over several cards), and
-//!   `available_instances` mdevs of it, each created by writing a new UUID to `create`.
+//! added back is created again (KubeVirt #8425 cannot happen). As KubeVirt's
+//! `dm/mediated_devices_types.go` does:
+//! - a desired entry names a type by its id (`nvidia-230`) or by its name with spaces written
+//!   as `_` (`GRID_T4-1Q`), both for creating and for keeping;
+//! - mdevs whose type is neither desired nor the selector of an `externalResourceProvider: true`
+//!   mediated entry are removed (`1` written to `<mdev>/remove`);
+//! - a card holding any mdev counts as configured and is left alone; the others are handed out
+//!   round robin: the desired types take turns (in configuration order, where KubeVirt walks a
+//!   Go map in random order), each taking its next unconfigured card that supports it, until the
+//!   types or the cards run out. A card gets ONE type and `available_instances` mdevs of it,
+//!   each created by writing a new UUID to `create`.
 //!
 //! Every failed write is reported with its path and errno; none stops the others.
 
 use std::collections::BTreeMap;
 
-use crate::config::{AgentConfig, NodeLabels};
+use crate::config::{AgentConfig, NodeLabels, ResourceSource, normalize_mdev_name};
 use crate::sysfs::{HostPaths, RelPath, SysDir, SysfsError};
 
 /// Where new mdev UUIDs come from (random in production, seeded in tests).
@@ -94,6 +100,8 @@ pub struct MdevReport {
 
 /// One mdev type of a parent, as sysfs shows it now.
 struct TypeState {
+    /// The type's `name` with spaces as `_`, trimmed (empty when it has none).
+    name: String,
     available: u32,
     devices: Vec<String>,
 }
@@ -128,7 +136,18 @@ impl Parent {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
             let devices = t.list(Some("devices")).unwrap_or_default();
-            self.types.insert(type_id, TypeState { available, devices });
+            let name = t
+                .read_trimmed("name")
+                .map(|n| normalize_mdev_name(&n))
+                .unwrap_or_default();
+            self.types.insert(
+                type_id,
+                TypeState {
+                    name,
+                    available,
+                    devices,
+                },
+            );
         }
         Ok(())
     }
@@ -183,17 +202,36 @@ pub fn reconcile_mdevs(
             }),
         }
     }
+    let keep: Vec<String> = (report.desired.iter().map(|t| normalize_mdev_name(t)))
+        .chain(external_selectors(cfg))
+        .collect();
     for p in &mut parents {
-        remove_undesired(p, &report.desired.clone(), &mut report);
+        remove_undesired(p, &keep, &mut report);
     }
     create_missing(&mut parents, uuids, &mut report);
     report
 }
 
-fn remove_undesired(p: &mut Parent, desired: &[String], report: &mut MdevReport) {
+/// The type names of `externalResourceProvider: true` mediated entries: another provider made
+/// those mdevs, so they are never removed (KubeVirt PR #9250).
+fn external_selectors(cfg: &AgentConfig) -> impl Iterator<Item = String> + '_ {
+    (cfg.resources.iter().filter(|r| r.external))
+        .filter_map(|r| match &r.source {
+            ResourceSource::Mdev(sels) => Some(sels.iter().map(|s| s.name.clone())),
+            _ => None,
+        })
+        .flatten()
+}
+
+/// Whether `wanted` (an entry of a desired or kept list) names this type, by id or by name.
+fn names_type(wanted: &str, type_id: &str, t: &TypeState) -> bool {
+    wanted == type_id || (!t.name.is_empty() && wanted == t.name)
+}
+
+fn remove_undesired(p: &mut Parent, keep: &[String], report: &mut MdevReport) {
     let mut removed_any = false;
     for (type_id, t) in &p.types {
-        if desired.contains(type_id) {
+        if keep.iter().any(|k| names_type(k, type_id, t)) {
             continue;
         }
         for uuid in &t.devices {
@@ -223,69 +261,92 @@ fn remove_undesired(p: &mut Parent, desired: &[String], report: &mut MdevReport)
 }
 
 fn create_missing(parents: &mut [Parent], uuids: &mut dyn UuidSource, report: &mut MdevReport) {
-    // How many cards already carry each desired type: new cards go to the least used type.
-    let mut cards_per_type: BTreeMap<&str, usize> =
-        report.desired.iter().map(|t| (t.as_str(), 0)).collect();
-    for p in parents.iter() {
-        for (type_id, t) in &p.types {
-            if let Some(n) = cards_per_type.get_mut(type_id.as_str())
-                && !t.devices.is_empty()
-            {
-                *n += 1;
+    // The ring: each desired type (once per type id, in configuration order) with the
+    // unconfigured cards, in sysfs order, that support it.
+    let mut ring: Vec<(String, Vec<usize>)> = Vec::new();
+    let unconfigured: Vec<usize> = (0..parents.len())
+        .filter(|&i| parents[i].mdev_count() == 0)
+        .collect();
+    for wanted in &report.desired {
+        let wanted = normalize_mdev_name(wanted);
+        for &i in &unconfigured {
+            let p = &parents[i];
+            let Some((type_id, _)) =
+                (p.types.iter()).find(|(id, t)| names_type(&wanted, id, t) && t.available > 0)
+            else {
+                continue;
+            };
+            match ring.iter_mut().find(|(id, _)| id == type_id) {
+                Some((_, cards)) if !cards.contains(&i) => cards.push(i),
+                Some(_) => {}
+                None => ring.push((type_id.clone(), vec![i])),
             }
         }
     }
-    let mut created = Vec::new();
-    let mut errors = Vec::new();
-    let mut notes = Vec::new();
-    for p in parents.iter().filter(|p| p.mdev_count() == 0) {
-        let choice = (report.desired.iter().enumerate())
-            .filter(|(_, t)| p.types.get(t.as_str()).is_some_and(|s| s.available > 0))
-            .min_by_key(|(i, t)| (cards_per_type.get(t.as_str()).copied().unwrap_or(0), *i));
-        let Some((_, type_id)) = choice else {
-            if !report.desired.is_empty() {
-                notes.push(format!(
-                    "{} supports none of the desired types {:?} (or has no instances left)",
-                    p.name, report.desired
+    let mut configured = vec![false; parents.len()];
+    while !ring.is_empty() {
+        let mut k = 0;
+        while k < ring.len() {
+            let (type_id, cards) = &mut ring[k];
+            if let Some(pos) = cards.iter().position(|&c| !configured[c]) {
+                let card = cards[pos];
+                cards.drain(..=pos);
+                configured[card] = true;
+                create_on(&parents[card], type_id, uuids, report);
+            } else {
+                cards.clear();
+            }
+            if ring[k].1.is_empty() {
+                ring.remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+    if !report.desired.is_empty() {
+        for &i in &unconfigured {
+            if !configured[i] {
+                report.notes.push(format!(
+                    "{} supports none of the desired types {:?} (or has no instances left, or the types ran out of turns)",
+                    parents[i].name, report.desired
                 ));
             }
-            continue;
-        };
-        *cards_per_type.entry(type_id.as_str()).or_default() += 1;
-        let available = p.types[type_id.as_str()].available;
-        let type_dir = match p
-            .dir
-            .subdir("mdev_supported_types")
-            .and_then(|d| d.subdir(type_id))
-        {
-            Ok(d) => d,
+        }
+    }
+}
+
+/// Creates `available_instances` mdevs of `type_id` on `p`.
+fn create_on(p: &Parent, type_id: &str, uuids: &mut dyn UuidSource, report: &mut MdevReport) {
+    let available = p.types[type_id].available;
+    let type_dir = match p
+        .dir
+        .subdir("mdev_supported_types")
+        .and_then(|d| d.subdir(type_id))
+    {
+        Ok(d) => d,
+        Err(error) => {
+            report.errors.push(MdevWriteError {
+                action: format!("create {type_id} on {}", p.name),
+                error,
+            });
+            return;
+        }
+    };
+    for _ in 0..available {
+        let uuid = uuids.next_uuid();
+        match type_dir.write("create", &uuid) {
+            Ok(()) => report.created.push(MdevChange {
+                uuid,
+                parent: p.name.clone(),
+                type_id: type_id.to_string(),
+            }),
             Err(error) => {
-                errors.push(MdevWriteError {
-                    action: format!("create {type_id} on {}", p.name),
+                report.errors.push(MdevWriteError {
+                    action: format!("create {type_id} {uuid} on {}", p.name),
                     error,
                 });
-                continue;
-            }
-        };
-        for _ in 0..available {
-            let uuid = uuids.next_uuid();
-            match type_dir.write("create", &uuid) {
-                Ok(()) => created.push(MdevChange {
-                    uuid,
-                    parent: p.name.clone(),
-                    type_id: type_id.clone(),
-                }),
-                Err(error) => {
-                    errors.push(MdevWriteError {
-                        action: format!("create {type_id} {uuid} on {}", p.name),
-                        error,
-                    });
-                    break; // the card refuses more; the next reconcile retries
-                }
+                break; // the card refuses more; the next reconcile retries
             }
         }
     }
-    report.created.extend(created);
-    report.errors.extend(errors);
-    report.notes.extend(notes);
 }

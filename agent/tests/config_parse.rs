@@ -343,6 +343,7 @@ fn node_labels_from_flag_and_file_keep_the_node_name() {
 
 #[test]
 fn node_mdev_types_replace_the_global_list_when_a_selector_matches() {
+    // KubeVirt reads the deprecated mediatedDevicesTypes only when mediatedDeviceTypes is empty.
     let cfg = support::config(
         "mediatedDevicesConfiguration:
   mediatedDevicesTypes: [nvidia-222]
@@ -357,7 +358,7 @@ fn node_mdev_types_replace_the_global_list_when_a_selector_matches() {
     let t = &cfg.mdev_types;
     assert_eq!(
         t.desired_for(&NodeLabels::for_node("node02")),
-        ["nvidia-222", "nvidia-228"]
+        ["nvidia-228"]
     );
     assert_eq!(
         t.desired_for(&NodeLabels::for_node("node01")),

@@ -246,7 +246,7 @@ fn address_pins_pick_specific_functions() {
 }
 
 #[test]
-fn a_function_matching_two_resources_is_advertised_once_and_noted() {
+fn the_same_selector_twice_the_later_resource_name_wins() {
     let host = FakeHost::new();
     host.add_pci(Pci::vfio("0000:65:00.0", 0x10de, 0x1eb8, 1));
     let cfg = config(
@@ -259,12 +259,13 @@ fn a_function_matching_two_resources_is_advertised_once_and_noted() {
 ",
     );
     let inv = discover(&host.paths, &cfg);
-    assert_eq!(ids(&inv, "nvidia.com/T4"), ["1"]);
-    assert!(ids(&inv, "nvidia.com/gpu").is_empty());
+    // KubeVirt keys its PCI entries by selector in a map: the later entry overwrites.
+    assert_eq!(ids(&inv, "nvidia.com/gpu"), ["1"]);
+    assert!(!inv.resources.contains_key("nvidia.com/T4"), "{inv:?}");
     assert!(
-        inv.resources["nvidia.com/gpu"].notes[0].contains("also matches"),
+        cfg.rejected[0].message.contains("pciHostDevices[1]"),
         "{:?}",
-        inv.resources["nvidia.com/gpu"]
+        cfg.rejected
     );
 }
 

@@ -4,15 +4,21 @@
 //! itself, in YAML or JSON. Field paths in errors are relative to the configuration
 //! (`permittedHostDevices.usb[1].selectors[0].vendor`), with the file's line:column.
 //!
-//! Decisions where KubeVirt crashes or misbehaves:
-//! - Entries of one kind sharing a `resourceName` merge into one resource whose selector set is
-//!   the union (one plugin). Entries of different kinds, or with different
-//!   `externalResourceProvider`, sharing a name are an error naming both.
-//! - A `resourceName` the kubelet would refuse (no `/`, bad characters, `kubernetes.io` domain)
-//!   does not fail the file: the entry is listed in [`AgentConfig::rejected`] and the other
-//!   entries are served.
-//! - Every other validation problem fails the whole file (on reload, the last good
-//!   configuration keeps serving). All problems are reported at once.
+//! The file is rejected only for what KubeVirt's CRD rejects (a missing required field, a value
+//! of the wrong type) and for YAML/JSON syntax; on reload, the last good configuration keeps
+//! serving. Everything else KubeVirt accepts is accepted, and what is odd is a warning in
+//! [`AgentConfig::rejected`] naming the field (shown by `hostdev-agent discover` and logged):
+//! - a malformed selector or id (`pciVendorSelector: "10de"`, `vendor: "xyz"`), an empty
+//!   `mdevNameSelector` or `selectors`: it can never match, so the entry is not served;
+//! - an unknown field in a host-device entry: ignored, as KubeVirt's API server prunes it;
+//! - a `resourceName` the kubelet would refuse (no `/`, bad characters, `kubernetes.io`
+//!   domain): the entry is not served;
+//! - two of KubeVirt's own PCI or mdev entries with the same selector: the later entry's
+//!   resourceName wins (KubeVirt keeps them in a map keyed by selector);
+//! - entries of one kind sharing a `resourceName` merge into one resource whose selector set
+//!   is the union (one plugin); a later entry of another kind, or with a different
+//!   `externalResourceProvider`, under the same name is not served (KubeVirt would start two
+//!   plugins under one name).
 //!
 //! hostdev extensions (KubeVirt prunes unknown fields, so the same CR still works there):
 //! `pciHostDevices[].pciAddresses`, `mediatedDevices[].parentAddresses`, `usb[].selectors[].port`
@@ -74,7 +80,7 @@ pub struct AgentConfig {
     pub resources: Vec<ResourceConfig>,
     pub mdev_types: MdevTypesConfig,
     pub feature_gates: Vec<String>,
-    /// Entries not served, with why (e.g. a resourceName without `/`).
+    /// Warnings: entries not served and fields ignored, each naming the field and why.
     pub rejected: Vec<FieldError>,
 }
 
@@ -190,8 +196,9 @@ impl UsbSelector {
 /// `mediatedDevicesConfiguration`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MdevTypesConfig {
-    /// False when the section is absent, `enabled: false`, or the `DisableMDEVConfiguration`
-    /// gate is set: the agent then leaves mdevs alone.
+    /// False when the section is absent (deliberately unlike KubeVirt, which then removes every
+    /// mdev it did not make), `enabled: false`, or the `DisableMDEVConfiguration` gate is set
+    /// and `enabled` is not written: the agent then leaves mdevs alone.
     pub managed: bool,
     pub global: Vec<String>,
     pub per_node: Vec<NodeMdevTypes>,
@@ -204,14 +211,12 @@ pub struct NodeMdevTypes {
 }
 
 impl MdevTypesConfig {
-    /// The types wanted on a node: the union of every matching node entry's list, which
-    /// replaces the global list when any entry matches (as KubeVirt does).
+    /// The types wanted on a node: the union of every matching node entry's list; the global
+    /// list when no entry matches or the matching ones name no type (as KubeVirt does).
     pub fn desired_for(&self, labels: &NodeLabels) -> Vec<String> {
-        let mut matched = false;
         let mut types: Vec<String> = Vec::new();
         for node in &self.per_node {
             if labels.matches(&node.node_selector) {
-                matched = true;
                 for t in &node.types {
                     if !types.contains(t) {
                         types.push(t.clone());
@@ -219,7 +224,11 @@ impl MdevTypesConfig {
                 }
             }
         }
-        if matched { types } else { self.global.clone() }
+        if types.is_empty() {
+            self.global.clone()
+        } else {
+            types
+        }
     }
 }
 

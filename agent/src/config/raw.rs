@@ -1,7 +1,8 @@
 //! The KubeVirt CR as written (field names verbatim), before validation.
 //!
-//! The outer levels accept unknown fields, because real CRs carry many. The host-device entries
-//! reject them: there a typo (`pciVendorSelecter`) would otherwise silently permit nothing.
+//! Unknown fields are accepted everywhere, as KubeVirt's API server accepts them (it prunes them).
+//! In the host-device entries, where a typo (`pciVendorSelecter`) would otherwise go unnoticed,
+//! `validate` names each one in a warning (see `validate::unknown_fields`).
 
 use std::collections::BTreeMap;
 
@@ -53,7 +54,7 @@ pub struct PermittedHostDevices {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PciHostDevice {
     pub pci_vendor_selector: Spanned<String>,
     pub resource_name: Spanned<String>,
@@ -65,7 +66,7 @@ pub struct PciHostDevice {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct MediatedHostDevice {
     pub mdev_name_selector: Spanned<String>,
     pub resource_name: Spanned<String>,
@@ -77,7 +78,7 @@ pub struct MediatedHostDevice {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UsbHostDevice {
     pub resource_name: Spanned<String>,
     #[serde(default)]
@@ -87,7 +88,7 @@ pub struct UsbHostDevice {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UsbSelector {
     pub vendor: Spanned<String>,
     pub product: Spanned<String>,
@@ -98,7 +99,7 @@ pub struct UsbSelector {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MediatedDevicesConfiguration {
-    /// Deprecated KubeVirt spelling, still honoured (added to the new one).
+    /// Deprecated KubeVirt spelling, read only when `mediatedDeviceTypes` is empty.
     #[serde(default)]
     pub mediated_devices_types: Vec<Spanned<String>>,
     #[serde(default)]

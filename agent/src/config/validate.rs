@@ -38,8 +38,91 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError
         })?
     };
     let mut v = Validator::default();
+    if !text.trim().is_empty()
+        && let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text)
+    {
+        v.rejected.extend(unknown_fields(&value));
+    }
     let configuration = v.configuration(top);
     v.build(configuration, origin)
+}
+
+/// The fields each host-device entry knows (KubeVirt's and hostdev's extensions).
+const ENTRY_FIELDS: [(&str, &[&str]); 3] = [
+    (
+        "pciHostDevices",
+        &[
+            "pciVendorSelector",
+            "resourceName",
+            "externalResourceProvider",
+            "pciAddresses",
+        ],
+    ),
+    (
+        "mediatedDevices",
+        &[
+            "mdevNameSelector",
+            "resourceName",
+            "externalResourceProvider",
+            "parentAddresses",
+        ],
+    ),
+    (
+        "usb",
+        &["resourceName", "selectors", "externalResourceProvider"],
+    ),
+];
+const USB_SELECTOR_FIELDS: &[&str] = &["vendor", "product", "port"];
+
+/// Every field of a host-device entry the CRD does not have: KubeVirt's API server prunes it,
+/// so it is ignored here too, with a warning naming it (it is usually a typo).
+fn unknown_fields(top: &serde_json::Value) -> Vec<FieldError> {
+    let configuration = top
+        .pointer("/spec/configuration")
+        .or_else(|| top.get("configuration"))
+        .unwrap_or(top);
+    let mut out = Vec::new();
+    let Some(permitted) = configuration.get("permittedHostDevices") else {
+        return out;
+    };
+    let mut warn = |field: String, known: &[&str]| {
+        out.push(FieldError {
+            field,
+            message: format!(
+                "unknown field, ignored (KubeVirt prunes it); known fields: {}",
+                known.join(", ")
+            ),
+            line: None,
+            column: None,
+        })
+    };
+    for (kind, known) in ENTRY_FIELDS {
+        let Some(entries) = permitted.get(kind).and_then(|e| e.as_array()) else {
+            continue;
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(map) = entry.as_object() else {
+                continue;
+            };
+            for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+                warn(format!("permittedHostDevices.{kind}[{i}].{key}"), known);
+            }
+            let selectors = (kind == "usb")
+                .then(|| map.get("selectors").and_then(|s| s.as_array()))
+                .flatten();
+            for (j, sel) in selectors.into_iter().flatten().enumerate() {
+                for key in (sel.as_object().into_iter().flat_map(|m| m.keys()))
+                    .filter(|k| !USB_SELECTOR_FIELDS.contains(&k.as_str()))
+                {
+                    warn(
+                        format!("permittedHostDevices.usb[{i}].selectors[{j}].{key}"),
+                        USB_SELECTOR_FIELDS,
+                    );
+                }
+            }
+        }
+    }
+    out
 }
 
 /// serde-saphyr's first line, without the `error: line L column C: ` we print ourselves.
@@ -228,15 +311,21 @@ impl Validator {
         a
     }
 
-    fn hex16(&mut self, field: &str, s: &Spanned<String>) -> u16 {
-        parse_hex16(&s.value).unwrap_or_else(|| {
-            self.problems.push(field_error(
+    /// A malformed id is KubeVirt-valid (its CRD checks no format); it can never match, so the
+    /// entry is not served and the field is named.
+    fn hex16(&mut self, field: &str, s: &Spanned<String>) -> Option<u16> {
+        let id = parse_hex16(&s.value);
+        if id.is_none() {
+            self.rejected.push(field_error(
                 field,
                 s,
-                format!("{:?} is not a 4-digit hex id (e.g. \"046d\")", s.value),
+                format!(
+                    "{:?} is not a 4-digit hex id (e.g. \"046d\"); it matches no device, entry not served",
+                    s.value
+                ),
             ));
-            0
-        })
+        }
+        id
     }
 
     fn pci_entry(&mut self, i: usize, e: raw::PciHostDevice) -> Option<Entry> {
@@ -247,11 +336,11 @@ impl Validator {
             .split_once(':')
             .and_then(|(v, d)| Some((parse_hex16(v)?, parse_hex16(d)?)));
         if ids.is_none() {
-            self.problems.push(field_error(
+            self.rejected.push(field_error(
                 &format!("{field}.pciVendorSelector"),
                 sel,
                 format!(
-                    "{:?} is not vendor:device in hex (e.g. \"10DE:1EB8\")",
+                    "{:?} is not vendor:device in hex (e.g. \"10DE:1EB8\"); it matches no device, entry not served",
                     sel.value
                 ),
             ));
@@ -260,7 +349,7 @@ impl Validator {
             .filter_map(|(j, a)| self.pci_address(&format!("{field}.pciAddresses[{j}]"), a))
             .collect();
         let (vendor, device) = ids.unwrap_or((0, 0));
-        let named = self.resource_name(&field, &e.resource_name);
+        let named = self.resource_name(&field, &e.resource_name) && ids.is_some();
         let selector = PciSelector {
             vendor,
             device,
@@ -281,16 +370,16 @@ impl Validator {
         let field = format!("permittedHostDevices.mediatedDevices[{i}]");
         let name = normalize_mdev_name(&e.mdev_name_selector.value);
         if name.is_empty() {
-            self.problems.push(field_error(
+            self.rejected.push(field_error(
                 &format!("{field}.mdevNameSelector"),
                 &e.mdev_name_selector,
-                "is empty".into(),
+                "is empty; it matches no mdev type, entry not served".into(),
             ));
         }
         let parents: Vec<String> = (e.parent_addresses.iter().enumerate())
             .filter_map(|(j, a)| self.pci_address(&format!("{field}.parentAddresses[{j}]"), a))
             .collect();
-        let named = self.resource_name(&field, &e.resource_name);
+        let named = self.resource_name(&field, &e.resource_name) && !name.is_empty();
         let selector = MdevSelector {
             name,
             parents,
@@ -308,11 +397,12 @@ impl Validator {
 
     fn usb_entry(&mut self, i: usize, e: raw::UsbHostDevice) -> Option<Entry> {
         let field = format!("permittedHostDevices.usb[{i}]");
+        let mut matchable = !e.selectors.is_empty();
         if e.selectors.is_empty() {
-            self.problems.push(field_error(
-                &field,
+            self.rejected.push(field_error(
+                &format!("{field}.selectors"),
                 &e.resource_name,
-                "has no selectors".into(),
+                "is empty; the entry matches no device, not served".into(),
             ));
         }
         let mut selectors = Vec::new();
@@ -320,6 +410,10 @@ impl Validator {
             let sf = format!("{field}.selectors[{j}]");
             let vendor = self.hex16(&format!("{sf}.vendor"), &s.vendor);
             let product = self.hex16(&format!("{sf}.product"), &s.product);
+            let (Some(vendor), Some(product)) = (vendor, product) else {
+                matchable = false;
+                continue;
+            };
             let port = s.port.as_ref().map(|p| {
                 if !is_usb_port(p.value.trim()) {
                     self.problems.push(field_error(
@@ -337,7 +431,7 @@ impl Validator {
                 field: sf,
             });
         }
-        let named = self.resource_name(&field, &e.resource_name);
+        let named = self.resource_name(&field, &e.resource_name) && matchable;
         let bundle = UsbBundle {
             selectors,
             order: i,
@@ -352,24 +446,33 @@ impl Validator {
         })
     }
 
-    fn type_list(&mut self, field: &str, lists: [&[Spanned<String>]; 2], out: &mut Vec<String>) {
-        for (list, name) in lists
-            .iter()
-            .zip(["mediatedDevicesTypes", "mediatedDeviceTypes"])
-        {
-            for (j, t) in list.iter().enumerate() {
-                let v = t.value.trim();
-                if v.is_empty() {
-                    self.problems.push(field_error(
-                        &format!("{field}{name}[{j}]"),
-                        t,
-                        "is empty".into(),
-                    ));
-                } else if !out.iter().any(|o| o == v) {
-                    out.push(v.to_string());
-                }
+    /// `mediatedDeviceTypes`, or the deprecated `mediatedDevicesTypes` only when the former is
+    /// empty (KubeVirt reads one list, never both).
+    fn type_list(
+        &mut self,
+        field: &str,
+        deprecated: &[Spanned<String>],
+        current: &[Spanned<String>],
+    ) -> Vec<String> {
+        let (list, name) = if current.is_empty() {
+            (deprecated, "mediatedDevicesTypes")
+        } else {
+            (current, "mediatedDeviceTypes")
+        };
+        let mut out: Vec<String> = Vec::new();
+        for (j, t) in list.iter().enumerate() {
+            let v = t.value.trim();
+            if v.is_empty() {
+                self.rejected.push(field_error(
+                    &format!("{field}{name}[{j}]"),
+                    t,
+                    "is empty; it names no mdev type".into(),
+                ));
+            } else if !out.iter().any(|o| o == v) {
+                out.push(v.to_string());
             }
         }
+        out
     }
 
     fn mdev_types(
@@ -381,32 +484,63 @@ impl Validator {
             return MdevTypesConfig::default();
         };
         let field = "mediatedDevicesConfiguration.";
+        // `enabled`, when written, wins over the deprecated DisableMDEVConfiguration gate
+        // (KubeVirt PR #16220).
+        let gate_disables = gates.iter().any(|g| g == "DisableMDEVConfiguration");
         let mut cfg = MdevTypesConfig {
-            managed: m.enabled.unwrap_or(true)
-                && !gates.iter().any(|g| g == "DisableMDEVConfiguration"),
+            managed: m.enabled.unwrap_or(!gate_disables),
             ..Default::default()
         };
-        let mut global = Vec::new();
-        self.type_list(
-            field,
-            [&m.mediated_devices_types, &m.mediated_device_types],
-            &mut global,
-        );
-        cfg.global = global;
+        cfg.global = self.type_list(field, &m.mediated_devices_types, &m.mediated_device_types);
         for (i, n) in m.node_mediated_device_types.iter().enumerate() {
-            let mut types = Vec::new();
             let nf = format!("{field}nodeMediatedDeviceTypes[{i}].");
-            self.type_list(
-                &nf,
-                [&n.mediated_devices_types, &n.mediated_device_types],
-                &mut types,
-            );
+            let types = self.type_list(&nf, &n.mediated_devices_types, &n.mediated_device_types);
             cfg.per_node.push(NodeMdevTypes {
                 node_selector: n.node_selector.clone(),
                 types,
             });
         }
         cfg
+    }
+
+    /// KubeVirt keys its own (not external) PCI and mdev entries by selector in a map, so of two
+    /// entries with the same selector the later one's resourceName wins; the earlier is dropped
+    /// with a note naming both.
+    fn later_selector_wins(&mut self, entries: Vec<Entry>) -> Vec<Entry> {
+        fn key(e: &Entry) -> Option<String> {
+            match &e.source {
+                _ if e.external => None,
+                ResourceSource::Pci(s) => Some(format!(
+                    "pci {:04x}:{:04x} {:?}",
+                    s[0].vendor, s[0].device, s[0].addresses
+                )),
+                ResourceSource::Mdev(s) => Some(format!("mdev {} {:?}", s[0].name, s[0].parents)),
+                ResourceSource::Usb(_) => None,
+            }
+        }
+        let keys: Vec<Option<String>> = entries.iter().map(key).collect();
+        let fields: Vec<String> = entries.iter().map(|e| e.field.clone()).collect();
+        let mut kept = Vec::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            let later = (keys[i].as_ref()).and_then(|k| {
+                (i + 1..keys.len())
+                    .rev()
+                    .find(|&j| keys[j].as_ref() == Some(k))
+            });
+            match later {
+                Some(j) => self.rejected.push(FieldError {
+                    field: format!("{}.resourceName", e.field),
+                    message: format!(
+                        "{:?} is overridden: a later entry with the same selector ({}) wins, as in KubeVirt",
+                        e.name, fields[j]
+                    ),
+                    line: e.at.0,
+                    column: e.at.1,
+                }),
+                None => kept.push(e),
+            }
+        }
+        kept
     }
 
     /// Merges entries sharing a resource name, or reports why they cannot be merged.
@@ -429,9 +563,12 @@ impl Validator {
                 line: e.at.0,
                 column: e.at.1,
             };
+            // KubeVirt would start two plugins under one name (the kubelet keeps the last to
+            // register): the later entry is not served instead.
             if r.external != e.external {
-                self.problems
-                    .push(conflict("with a different externalResourceProvider"));
+                self.rejected.push(conflict(
+                    "with a different externalResourceProvider; entry not served",
+                ));
                 continue;
             }
             match (&mut r.source, e.source) {
@@ -439,7 +576,7 @@ impl Validator {
                 (ResourceSource::Mdev(a), ResourceSource::Mdev(b)) => a.extend(b),
                 (ResourceSource::Usb(a), ResourceSource::Usb(b)) => a.extend(b),
                 _ => {
-                    self.problems.push(conflict("a different kind of device (one resource is one device plugin of one kind)"));
+                    self.rejected.push(conflict("a different kind of device (one resource is one device plugin of one kind); entry not served"));
                     continue;
                 }
             }
@@ -464,6 +601,7 @@ impl Validator {
         for (i, e) in p.usb.into_iter().enumerate() {
             entries.extend(self.usb_entry(i, e));
         }
+        let entries = self.later_selector_wins(entries);
         let resources = self.merge(entries);
         let mdev_types = self.mdev_types(c.mediated_devices_configuration, &gates);
         if !self.problems.is_empty() {

@@ -14,7 +14,7 @@ use super::{AgentStatus, Manager};
 use crate::config::{AgentConfig, NodeLabels, ServeMode};
 use crate::mdev_manager::RandomUuids;
 use crate::metrics::Metrics;
-use crate::plugin::{DevRoot, PluginSettings};
+use crate::plugin::{DevRoot, DeviceOwner, Iommufd, IommufdSwitch, PluginSettings};
 use crate::sysfs::HostPaths;
 use crate::watch::{WatchError, config_file, dev_root, plugin_dir, uevent};
 
@@ -40,6 +40,12 @@ pub struct AgentOptions {
     pub resync: Duration,
     /// Listen to kernel uevents (off only where netlink is unavailable).
     pub uevents: bool,
+    /// Who USB device nodes are chowned to on Allocate (qemu, 107:107, as KubeVirt does);
+    /// `None`: left as they are.
+    pub usb_owner: Option<DeviceOwner>,
+    /// On while the configuration in force has KubeVirt's `IOMMUFD` gate (set by the source
+    /// from [`configured_source`], read by PCI Allocate).
+    pub iommufd: IommufdSwitch,
 }
 
 impl AgentOptions {
@@ -57,6 +63,8 @@ impl AgentOptions {
             metrics_addr: None,
             resync: DEFAULT_RESYNC,
             uevents: true,
+            usb_owner: Some(DeviceOwner::default()),
+            iommufd: IommufdSwitch::default(),
         }
     }
 }
@@ -104,6 +112,7 @@ pub fn configured_source(options: &AgentOptions) -> ConfiguredSource {
         Box::new(|host, config, _labels| Ok(crate::discovery::discover(host, config))),
     )
     .with_mdev_reconciliation(Box::new(reconcile_mdevs))
+    .with_iommufd_switch(options.iommufd.clone())
 }
 
 fn reconcile_mdevs(
@@ -190,7 +199,12 @@ pub async fn start_agent(
                 .node_dev_root
                 .clone()
                 .unwrap_or_else(|| options.host.dev_root.clone()),
-        ),
+        )
+        .with_usb_owner(options.usb_owner)
+        .with_iommufd(Some(Iommufd {
+            host: options.host.clone(),
+            switch: options.iommufd.clone(),
+        })),
         metrics: metrics.clone(),
     };
     let (manager, status) = Manager::new(source, settings, events_rx, options.resync);

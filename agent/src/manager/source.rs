@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::config::{AgentConfig, ConfigError, NodeLabels, ResourceSource, ServeMode};
 use crate::inventory::Inventory;
-use crate::plugin::PinnedAddresses;
+use crate::plugin::{IommufdSwitch, PinnedAddresses};
 use crate::sysfs::HostPaths;
 
 /// Why a pass could not reload or discover. Each variant's text names the file or device.
@@ -54,6 +54,8 @@ pub struct ConfiguredSource {
     config: Option<AgentConfig>,
     discover: Box<DiscoverFn>,
     reconcile_mdevs: Option<Box<ReconcileFn>>,
+    /// Set from the `IOMMUFD` gate of each configuration put in force.
+    iommufd: Option<IommufdSwitch>,
 }
 
 impl ConfiguredSource {
@@ -72,12 +74,19 @@ impl ConfiguredSource {
             config: None,
             discover,
             reconcile_mdevs: None,
+            iommufd: None,
         }
     }
 
     /// Runs `reconcile` before every discovery whose configuration manages mdevs.
     pub fn with_mdev_reconciliation(mut self, reconcile: Box<ReconcileFn>) -> Self {
         self.reconcile_mdevs = Some(reconcile);
+        self
+    }
+
+    /// Flips `switch` to the `IOMMUFD` gate of every configuration put in force.
+    pub fn with_iommufd_switch(mut self, switch: IommufdSwitch) -> Self {
+        self.iommufd = Some(switch);
         self
     }
 
@@ -92,8 +101,11 @@ impl DeviceSource for ConfiguredSource {
         if self.config.as_ref() == Some(&loaded) {
             return Ok(false);
         }
-        for rejected in &loaded.rejected {
-            tracing::warn!(config = %loaded.origin, entry = %rejected, "entry not served");
+        for warning in &loaded.rejected {
+            tracing::warn!(config = %loaded.origin, %warning, "configuration warning");
+        }
+        if let Some(switch) = &self.iommufd {
+            switch.set(loaded.feature_gate(crate::plugin::iommufd::IOMMUFD_GATE));
         }
         self.config = Some(loaded);
         Ok(true)

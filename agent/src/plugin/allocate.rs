@@ -2,9 +2,11 @@
 //!
 //! The env var names and device specs are KubeVirt's, byte for byte, so virt-launcher turns
 //! them into libvirt host devices unchanged:
-//! - PCI: `/dev/vfio/vfio` + `/dev/vfio/<group>`, `PCI_RESOURCE_<NAME>=<addr>,<addr>`;
+//! - PCI: `/dev/vfio/vfio` + `/dev/vfio/<group>` (+ `/dev/vfio/devices/vfioN` with the `IOMMUFD`
+//!   gate, see [`super::iommufd`]), `PCI_RESOURCE_<NAME>=<addr>,<addr>`;
 //! - mdev: the same device specs, `MDEV_PCI_RESOURCE_<NAME>=<uuid>,<uuid>`;
-//! - USB: `/dev/bus/usb/BBB/DDD`, `USB_RESOURCE_<NAME>=<bus>:<devnum>,...`.
+//! - USB: `/dev/bus/usb/BBB/DDD`, `USB_RESOURCE_<NAME>=<bus>:<devnum>,...`, the node chowned
+//!   to qemu (107:107 by default, never through a symlink) so a non-root qemu can open it.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
@@ -12,6 +14,7 @@ use std::path::{Component, Path};
 use hostdev_api::v1beta1::{ContainerAllocateResponse, DeviceSpec};
 
 use super::DevRoot;
+use super::owner::chown_beneath;
 use crate::inventory::{DeviceKind, Member, PluginDevice, Resource};
 
 /// Device-node permissions KubeVirt grants: mknod, read, write.
@@ -42,6 +45,15 @@ pub enum AllocateError {
         resource: String,
         id: String,
         devname: String,
+    },
+    #[error("resource {resource}: device {id}: giving device node {path} to {uid}:{gid}: {error}")]
+    Chown {
+        resource: String,
+        id: String,
+        path: String,
+        uid: u32,
+        gid: u32,
+        error: String,
     },
     #[error("resource {resource}: device {id}: device node {path} is missing")]
     NodeMissing {
@@ -123,6 +135,7 @@ pub fn resolve<'a>(
 fn device_nodes_and_values(
     resource: &Resource,
     device: &PluginDevice,
+    dev_root: &DevRoot,
 ) -> Result<(Vec<String>, Vec<String>), AllocateError> {
     let mut nodes = Vec::new();
     let mut values = Vec::new();
@@ -143,6 +156,9 @@ fn device_nodes_and_values(
                 ..
             } => {
                 nodes.push(format!("vfio/{iommu_group}"));
+                if let Some(cdev) = dev_root.iommufd.as_ref().and_then(|i| i.cdev(address)) {
+                    nodes.push(cdev);
+                }
                 values.push(address.clone());
             }
             Member::Mdev {
@@ -193,7 +209,21 @@ pub fn allocate_container(
         nodes.push(VFIO_CONTAINER.to_string());
     }
     for device in devices {
-        let (device_nodes, device_values) = device_nodes_and_values(resource, device)?;
+        let (device_nodes, device_values) = device_nodes_and_values(resource, device, dev_root)?;
+        if resource.kind == DeviceKind::Usb
+            && let Some(owner) = dev_root.usb_owner
+        {
+            for node in &device_nodes {
+                chown_beneath(&dev_root.local, node, owner).map_err(|e| AllocateError::Chown {
+                    resource: resource.name.clone(),
+                    id: device.id.clone(),
+                    path: dev_root.local_path(node).to_string_lossy().into_owned(),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    error: e.to_string(),
+                })?;
+            }
+        }
         for node in device_nodes {
             // Functions of one IOMMU group share one group node; hand it over once.
             if !nodes.contains(&node) {
@@ -226,7 +256,7 @@ pub fn verify_present(
     dev_root: &DevRoot,
 ) -> Result<(), AllocateError> {
     for device in resolve(resource, ids)? {
-        let (nodes, _) = device_nodes_and_values(resource, device)?;
+        let (nodes, _) = device_nodes_and_values(resource, device, dev_root)?;
         for node in nodes {
             let path = dev_root.local_path(&node);
             if std::fs::symlink_metadata(&path).is_err() {

@@ -13,7 +13,9 @@
 //! kubelet restart never loses devices.
 
 pub mod allocate;
+pub mod iommufd;
 pub mod lifecycle;
+pub mod owner;
 pub mod preferred;
 pub mod server;
 pub mod socket;
@@ -24,7 +26,9 @@ use std::sync::Arc;
 use crate::inventory::Resource;
 
 pub use allocate::{AllocateError, env_var_name};
+pub use iommufd::{Iommufd, IommufdSwitch};
 pub use lifecycle::{PluginHandle, PluginSettings};
+pub use owner::DeviceOwner;
 pub use preferred::PinnedAddresses;
 pub use server::{PluginCore, PluginError};
 
@@ -36,10 +40,16 @@ pub type SharedResource = Arc<Resource>;
 /// see it on the node, which Allocate names as host paths. They differ when the agent runs with
 /// the node's `/dev` mounted elsewhere (`--dev-root /host/dev --node-dev-root /dev`). The
 /// container path is always the `/dev/...` path the guest tooling expects.
+///
+/// `usb_owner`: who USB device nodes are chowned to on Allocate (KubeVirt gives them to qemu,
+/// 107:107); `None` leaves them alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DevRoot {
     pub local: PathBuf,
     pub node: PathBuf,
+    pub usb_owner: Option<DeviceOwner>,
+    /// Where PCI Allocate finds VFIO device cdevs while the `IOMMUFD` gate is on.
+    pub iommufd: Option<Iommufd>,
 }
 
 impl DevRoot {
@@ -49,6 +59,8 @@ impl DevRoot {
         DevRoot {
             local: root.clone(),
             node: root,
+            usb_owner: None,
+            iommufd: None,
         }
     }
 
@@ -57,7 +69,21 @@ impl DevRoot {
         DevRoot {
             local: local.into(),
             node: node.into(),
+            usb_owner: None,
+            iommufd: None,
         }
+    }
+
+    /// PCI Allocate also hands out `vfio/devices/vfioN` while `iommufd`'s switch is on.
+    pub fn with_iommufd(mut self, iommufd: Option<Iommufd>) -> Self {
+        self.iommufd = iommufd;
+        self
+    }
+
+    /// USB device nodes handed out are chowned to `owner` first.
+    pub fn with_usb_owner(mut self, owner: Option<DeviceOwner>) -> Self {
+        self.usb_owner = owner;
+        self
     }
 
     /// The node's path of `relative` (e.g. `vfio/12`), for the kubelet.
