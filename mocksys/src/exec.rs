@@ -82,8 +82,10 @@ pub fn run(
         .with_context(|| format!("serving {}", host_file.display()))?;
     let view_scratch = scratch.path().join("view");
     std::fs::create_dir(&view_scratch).context("creating the view's scratch directory")?;
-    let view =
-        NodeView::new(mount.sys_path(), mount.dev_path(), view_scratch).with_plugin_dir(&plugins);
+    // sysfs's statfs magic: libudev, udevadm and libusb refuse a /sys that says FUSE.
+    let view = NodeView::new(mount.sys_path(), mount.dev_path(), view_scratch)
+        .with_plugin_dir(&plugins)
+        .with_sysfs_magic(true);
 
     let child = Command::new(program)
         .args(args)

@@ -588,12 +588,16 @@ unsafe fn run_op(op: &Op) -> bool {
                     data.as_ptr() as *const libc::c_void,
                 ) == 0
             }
-            Op::Overlay { dst, data } => {
+            Op::Overlay {
+                dst,
+                data,
+                writable,
+            } => {
                 libc::mount(
                     c"overlay".as_ptr(),
                     dst.as_ptr(),
                     c"overlay".as_ptr(),
-                    libc::MS_RDONLY,
+                    if *writable { 0 } else { libc::MS_RDONLY },
                     data.as_ptr() as *const libc::c_void,
                 ) == 0
             }

@@ -84,10 +84,12 @@ pub(crate) enum Op {
         dst: CString,
         data: CString,
     },
-    /// A read-only overlay of `lowerdir=...` (the first layer wins) on `dst`.
+    /// An overlay of `lowerdir=...` (the first layer wins) on `dst`: read-only, or writable
+    /// when `data` names an upper directory.
     Overlay {
         dst: CString,
         data: CString,
+        writable: bool,
     },
     Proc {
         dst: CString,
@@ -112,7 +114,9 @@ impl Op {
             Op::MakePrivate => "making / private".into(),
             Op::Bind { src, dst, .. } => format!("binding {} at {}", s(src), s(dst)),
             Op::Tmpfs { dst, .. } => format!("mounting a tmpfs at {}", s(dst)),
-            Op::Overlay { dst, data } => format!("mounting an overlay ({}) at {}", s(data), s(dst)),
+            Op::Overlay { dst, data, .. } => {
+                format!("mounting an overlay ({}) at {}", s(data), s(dst))
+            }
             Op::Proc { dst } => format!("mounting the namespace's proc at {}", s(dst)),
             Op::Mkdir { path } => format!("creating directory {}", s(path)),
             Op::Touch { path } => format!("creating mount point {}", s(path)),
@@ -216,15 +220,10 @@ pub(crate) fn plan(view: &NodeView) -> Result<Vec<Op>, SandboxError> {
                 path: dir.clone(),
                 reason: "contains a NUL byte",
             })?,
+            writable: false,
         });
     }
-    // The machine's udev database describes the machine's devices.
-    if dir_exists(Path::new("/run/udev")) {
-        ops.push(Op::Tmpfs {
-            dst: c"/run/udev".into(),
-            data: c"mode=755".into(),
-        });
-    }
+    run_udev_ops(&mut ops, view)?;
     ops.push(Op::Proc {
         dst: c"/proc".into(),
     });
@@ -234,6 +233,62 @@ pub(crate) fn plan(view: &NodeView) -> Result<Vec<Op>, SandboxError> {
         data: c"mode=555".into(),
     });
     Ok(ops)
+}
+
+/// The machine's udev database describes the machine's devices: `/run/udev` is covered. With
+/// sysfs's magic on, the mocksys host plays udevd (it sends the udev-group events), so
+/// `/run/udev/control` exists as it does where udevd runs: libudev subscribes to udev-group
+/// events only then. A machine without `/run/udev` gets it through a writable overlay of `/run`
+/// whose upper layer is a tmpfs of the child's (nothing is created in the machine's `/run`).
+fn run_udev_ops(ops: &mut Vec<Op>, view: &NodeView) -> Result<(), SandboxError> {
+    let control = c"/run/udev/control";
+    if dir_exists(Path::new("/run/udev")) {
+        ops.push(Op::Tmpfs {
+            dst: c"/run/udev".into(),
+            data: c"mode=755".into(),
+        });
+        if view.sysfs_magic {
+            ops.push(Op::Touch {
+                path: control.into(),
+            });
+        }
+        return Ok(());
+    }
+    if !view.sysfs_magic || !dir_exists(Path::new("/run")) {
+        return Ok(());
+    }
+    let layer = view.scratch.join("run-layer");
+    if !dir_exists(&layer) {
+        std::fs::create_dir(&layer).map_err(|source| SandboxError::Prepare {
+            path: layer.clone(),
+            source,
+        })?;
+    }
+    ops.push(Op::Tmpfs {
+        dst: cstring(&layer)?,
+        data: c"mode=755".into(),
+    });
+    for d in ["upper", "work", "upper/udev"] {
+        ops.push(Op::Mkdir {
+            path: cstring(&layer.join(d))?,
+        });
+    }
+    ops.push(Op::Touch {
+        path: cstring(&layer.join("upper/udev/control"))?,
+    });
+    let mut data = b"lowerdir=/run,upperdir=".to_vec();
+    data.extend_from_slice(layer.join("upper").as_os_str().as_bytes());
+    data.extend_from_slice(b",workdir=");
+    data.extend_from_slice(layer.join("work").as_os_str().as_bytes());
+    ops.push(Op::Overlay {
+        dst: c"/run".into(),
+        data: CString::new(data).map_err(|_| SandboxError::Path {
+            path: layer.clone(),
+            reason: "contains a NUL byte",
+        })?,
+        writable: true,
+    });
+    Ok(())
 }
 
 /// `plugins` at [`PLUGIN_DIR`], making the missing levels on tmpfs layers of the child's own.

@@ -126,6 +126,10 @@ fn device(r: &mut Renderer, dir: &str, name: &str, iface_name: &str, a: &UsbAttr
     r.ro(format!("{dir}/bmAttributes"), "80\n");
     r.ro(format!("{dir}/bMaxPower"), "100mA\n");
     r.ro(format!("{dir}/bMaxPacketSize0"), "64\n");
+    // Read by `lsusb -t`: the active configuration's string (none here) and the lane counts.
+    r.ro(format!("{dir}/configuration"), "\n");
+    r.ro(format!("{dir}/rx_lanes"), "1\n");
+    r.ro(format!("{dir}/tx_lanes"), "1\n");
     r.ro(format!("{dir}/maxchild"), format!("{}\n", a.maxchild));
     r.ro(format!("{dir}/authorized"), "1\n");
     r.ro(format!("{dir}/removable"), "unknown\n");
