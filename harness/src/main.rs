@@ -223,14 +223,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { paths } => {
             let files = scenario::collect_files(&paths)?;
             let mut bad = 0;
-            for f in &files {
-                if let Err(e) = scenario::load(f) {
+            let mut problems = 0;
+            for r in suite::load_all(&files) {
+                if let Err(e) = r {
                     eprintln!("{e}\n");
                     bad += 1;
+                    problems += e.count();
                 }
             }
             println!(
-                "{} scenario(s) checked, {} valid, {} invalid",
+                "{} scenario(s) checked, {} valid, {} invalid ({problems} problem(s))",
                 files.len(),
                 files.len() - bad,
                 bad

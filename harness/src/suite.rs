@@ -20,12 +20,15 @@ impl FileResult {
     }
 }
 
-/// Runs every file with up to `jobs` at once; results come back in file order.
+/// Loads every file, then runs the valid ones with up to `jobs` at once; results come back in
+/// file order. Files that share a scenario name are all invalid: nothing tells their results
+/// apart.
 pub fn run_files(
     files: &[PathBuf],
     options: RunOptions,
     jobs: usize,
 ) -> Vec<(PathBuf, FileResult)> {
+    let loaded = load_all(files);
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<FileResult>>> =
         Mutex::new((0..files.len()).map(|_| None).collect());
@@ -42,9 +45,9 @@ pub fn run_files(
                         *n += 1;
                         *n - 1
                     };
-                    let result = match scenario::load(&files[i]) {
-                        Err(e) => FileResult::Invalid(e),
-                        Ok(sc) => FileResult::Ran(run_scenario(&sc, options.clone())),
+                    let result = match &loaded[i] {
+                        Err(e) => FileResult::Invalid(e.clone()),
+                        Ok(sc) => FileResult::Ran(run_scenario(sc, options.clone())),
                     };
                     progress.done(&files[i], &result);
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
@@ -65,13 +68,24 @@ pub fn run_files(
         .collect()
 }
 
-fn missing() -> ScenarioError {
-    ScenarioError {
-        file: PathBuf::new(),
-        span: None,
-        message: "not run".into(),
-        snippet: String::new(),
+/// Parses every file (in file order); a scenario whose name another file also uses becomes
+/// an error naming that file. What `hostdev validate` and `hostdev run` both check.
+pub fn load_all(files: &[PathBuf]) -> Vec<Result<scenario::Scenario, ScenarioError>> {
+    let mut loaded: Vec<_> = files.iter().map(|f| scenario::load(f)).collect();
+    let dups = scenario::duplicate_names(loaded.iter().filter_map(|r| r.as_ref().ok()));
+    for d in dups {
+        if let Some(slot) = loaded
+            .iter_mut()
+            .find(|r| r.as_ref().is_ok_and(|sc| sc.file == d.file))
+        {
+            *slot = Err(d);
+        }
     }
+    loaded
+}
+
+fn missing() -> ScenarioError {
+    ScenarioError::whole_file(Path::new(""), "not run")
 }
 
 /// A one-line progress bar on a terminal; nothing otherwise (the summary says it all).
@@ -143,9 +157,30 @@ pub fn junit(results: &[(PathBuf, FileResult)], wall: Duration) -> String {
         wall.as_secs_f64()
     );
     for (file, r) in results {
+        // (message, body): an invalid file's message is its first error with its location.
         let (name, secs, failure) = match r {
-            FileResult::Invalid(e) => (file.display().to_string(), 0.0, Some(e.to_string())),
-            FileResult::Ran(o) => (o.name.clone(), o.duration.as_secs_f64(), o.failure.clone()),
+            FileResult::Invalid(e) => {
+                let first = match e.span {
+                    Some(s) => format!(
+                        "{}:{}:{}: {}",
+                        e.file.display(),
+                        s.line,
+                        s.column,
+                        e.message
+                    ),
+                    None => format!("{}: {}", e.file.display(), e.message),
+                };
+                (
+                    file.display().to_string(),
+                    0.0,
+                    Some((first, e.to_string())),
+                )
+            }
+            FileResult::Ran(o) => (
+                o.name.clone(),
+                o.duration.as_secs_f64(),
+                o.failure.as_ref().map(|f| (failure_message(f), f.clone())),
+            ),
         };
         out.push_str(&format!(
             "  <testcase classname=\"{}\" name=\"{}\" time=\"{secs:.3}\"",
@@ -154,12 +189,11 @@ pub fn junit(results: &[(PathBuf, FileResult)], wall: Duration) -> String {
         ));
         match failure {
             None => out.push_str("/>\n"),
-            Some(f) => {
-                let first = f.lines().next().unwrap_or_default();
+            Some((message, body)) => {
                 out.push_str(&format!(
                     ">\n    <failure message=\"{}\">{}</failure>\n  </testcase>\n",
-                    xml_escape(first),
-                    xml_escape(&f)
+                    xml_escape(&message),
+                    xml_escape(&body)
                 ));
             }
         }
@@ -168,7 +202,40 @@ pub fn junit(results: &[(PathBuf, FileResult)], wall: Duration) -> String {
     out
 }
 
+/// The one line a CI system shows for a failure: what went wrong, not the replay header.
+/// A run failure's report is the header, a blank line, `step N (...) at FILE:LINE: source`,
+/// then the mismatch indented; the message is the step and the mismatch. An invalid file's
+/// message is its first error (`file:line:column: message`).
+fn failure_message(report: &str) -> String {
+    let mut lines = report.lines();
+    let header = lines.next().unwrap_or_default();
+    let rest: Vec<&str> = lines.skip_while(|l| l.trim().is_empty()).collect();
+    match rest.first() {
+        Some(step) if step.starts_with("step ") => {
+            let mismatch: Vec<&str> = rest[1..]
+                .iter()
+                .take_while(|l| l.starts_with("  "))
+                .map(|l| l.trim())
+                .collect();
+            if mismatch.is_empty() {
+                step.to_string()
+            } else {
+                format!("{}: {}", mismatch.join(" "), step)
+            }
+        }
+        // A failure before any step (cluster set-up): header, then the reason.
+        Some(reason) => format!("{}: {header}", reason.trim()),
+        None => header.to_owned(),
+    }
+}
+
+/// XML attribute and text escaping; control characters other than tab and newline are not
+/// allowed in XML 1.0 at all, so they are dropped (agent output can contain them).
 fn xml_escape(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\t' | '\n'))
+        .collect();
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -209,5 +276,32 @@ mod tests {
         let x = junit(&results, Duration::from_millis(5));
         assert!(x.contains("failures=\"1\""));
         assert!(x.contains("a&lt;b&gt;.yaml"));
+    }
+
+    #[test]
+    fn junit_failure_message_is_the_mismatch_not_the_header() {
+        let report = "scenario s (s.yaml) failed with seed 0; replay: hostdev run --seed 0 s.yaml\n\n\
+                      step 3 (expect) at s.yaml:12: - expect: {vmi: a, phase: Running}\n  \
+                      VMI a phase: expected Running, got Pending (no node) (waited 5s)\n\ncluster:\n  node n: ...\n";
+        let msg = failure_message(report);
+        assert_eq!(
+            msg,
+            "VMI a phase: expected Running, got Pending (no node) (waited 5s): step 3 (expect) at s.yaml:12: - expect: {vmi: a, phase: Running}"
+        );
+        let o = crate::sim::Outcome {
+            name: "s".into(),
+            file: "s.yaml".into(),
+            seed: 0,
+            duration: Duration::ZERO,
+            failure: Some(report.into()),
+            explain: Vec::new(),
+        };
+        let x = junit(&[("s.yaml".into(), FileResult::Ran(o))], Duration::ZERO);
+        assert!(
+            x.contains("<failure message=\"VMI a phase: expected Running, got Pending"),
+            "{x}"
+        );
+        let setup = "scenario s (s.yaml) failed with seed 0; replay: ...\nsetting up the cluster failed: no FUSE";
+        assert!(failure_message(setup).starts_with("setting up the cluster failed: no FUSE"));
     }
 }

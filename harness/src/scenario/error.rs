@@ -27,6 +27,8 @@ pub struct ScenarioError {
     pub message: String,
     /// The lines around the error with a caret under the column (empty without a span).
     pub snippet: String,
+    /// Every further problem found in the same pass, in file order.
+    pub more: Vec<ScenarioError>,
 }
 
 impl std::error::Error for ScenarioError {}
@@ -47,6 +49,9 @@ impl fmt::Display for ScenarioError {
         if !self.snippet.is_empty() {
             write!(f, "\n{}", self.snippet)?;
         }
+        for e in &self.more {
+            write!(f, "\n{e}")?;
+        }
         Ok(())
     }
 }
@@ -58,16 +63,41 @@ impl ScenarioError {
             span: Some(span),
             message: message.into(),
             snippet: snippet(source, span),
+            more: Vec::new(),
+        }
+    }
+
+    /// Every problem of one file as one error: the first in file order, then the others.
+    /// `None` for no problems.
+    pub fn many(file: &Path, source: &str, mut problems: Vec<(Span, String)>) -> Option<Self> {
+        problems.sort_by_key(|(s, _)| (s.line, s.column));
+        problems.dedup();
+        let mut all = problems
+            .into_iter()
+            .map(|(span, m)| Self::at(file, source, span, m));
+        let mut first = all.next()?;
+        first.more = all.collect();
+        Some(first)
+    }
+
+    /// How many problems this error reports.
+    pub fn count(&self) -> usize {
+        1 + self.more.len()
+    }
+
+    /// An error about the file as a whole (no line to point at).
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
+        ScenarioError {
+            file: file.to_owned(),
+            span: None,
+            message: message.into(),
+            snippet: String::new(),
+            more: Vec::new(),
         }
     }
 
     pub fn io(file: &Path, e: &std::io::Error) -> Self {
-        ScenarioError {
-            file: file.to_owned(),
-            span: None,
-            message: e.to_string(),
-            snippet: String::new(),
-        }
+        Self::whole_file(file, e.to_string())
     }
 
     /// Turns a YAML/serde error into ours, keeping its location and only its first line of text
@@ -83,15 +113,33 @@ impl ScenarioError {
             }
             _ => first.to_owned(),
         };
+        let message = with_hint(message);
         match e.location() {
             Some(loc) if loc.line() > 0 => Self::at(file, source, loc.into(), message),
-            _ => ScenarioError {
-                file: file.to_owned(),
-                span: None,
-                message,
-                snippet: String::new(),
-            },
+            _ => Self::whole_file(file, message),
         }
+    }
+}
+
+/// Adds what usually causes a YAML structure error: the parser sees a key where it expects a
+/// value (or the reverse) almost always because of indentation or a missing `- `.
+fn with_hint(message: String) -> String {
+    const STRUCTURE: [&str; 6] = [
+        "mapping values are not allowed",
+        "did not find expected",
+        "while parsing a block",
+        "block sequence entries are not allowed",
+        "could not find expected ':'",
+        "invalid indentation",
+    ];
+    let lower = message.to_lowercase();
+    if STRUCTURE.iter().any(|s| lower.contains(s)) {
+        format!(
+            "{message} (check the indentation here and on the lines above: items of a list start with `- ` \
+             and keys of one mapping line up in the same column)"
+        )
+    } else {
+        message
     }
 }
 

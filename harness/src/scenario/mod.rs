@@ -7,6 +7,8 @@ mod agent;
 mod duration;
 mod error;
 mod expected;
+pub mod kubevirt_schema;
+pub mod located;
 mod manifest;
 mod raw;
 mod validate;
@@ -41,20 +43,110 @@ impl Scenario {
     }
 }
 
-/// Parses and validates scenario text; `file` is only used in messages.
+/// Parses and validates scenario text; `file` is only used in messages. The error reports
+/// every problem found in one pass (see [`ScenarioError::more`]).
 pub fn parse(text: &str, file: impl Into<PathBuf>) -> Result<Scenario, ScenarioError> {
     let file = file.into();
     let source: Arc<str> = Arc::from(text);
-    let raw: RawScenario =
-        serde_saphyr::from_str(text).map_err(|e| ScenarioError::from_yaml(&file, &source, &e))?;
-    let hosts = validate::check(&raw, &file.display().to_string())
-        .map_err(|(span, message)| ScenarioError::at(&file, &source, span, message))?;
+    // KubeVirt's schema is checked on the located tree whether or not the typed parse works,
+    // so a typo in a manifest is reported alongside a typo elsewhere.
+    let mut problems = located::parse(text)
+        .map(|root| kubevirt_problems(&root))
+        .unwrap_or_default();
+    let raw: RawScenario = match serde_saphyr::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let mut first = ScenarioError::from_yaml(&file, &source, &e);
+            let span = first.span;
+            problems.retain(|(s, _)| Some(*s) != span);
+            if let Some(rest) = ScenarioError::many(&file, &source, problems) {
+                // The typed error first: it may be why later parts look wrong.
+                first.more.push(ScenarioError {
+                    more: Vec::new(),
+                    ..rest.clone()
+                });
+                first.more.extend(rest.more);
+            }
+            return Err(first);
+        }
+    };
+    let hosts = match validate::check(&raw, &file.display().to_string()) {
+        Ok(hosts) => hosts,
+        Err(p) => {
+            problems.extend(p);
+            Vec::new()
+        }
+    };
+    if let Some(e) = ScenarioError::many(&file, &source, problems) {
+        return Err(e);
+    }
     Ok(Scenario {
         file,
         source,
         raw,
         hosts,
     })
+}
+
+/// The `kubevirt:` block, every `configure.kubevirt` and every `apply` manifest against
+/// KubeVirt's own CRD schemas.
+fn kubevirt_problems(root: &located::Node) -> Vec<(Span, String)> {
+    let mut out = Vec::new();
+    if let Some(kv) = root.get("kubevirt") {
+        out.extend(kubevirt_schema::check_kubevirt(kv, "kubevirt"));
+    }
+    if let Some(located::Value::Seq(steps)) = root.get("steps").map(|s| &s.value) {
+        for (i, step) in steps.iter().enumerate() {
+            if let Some(vmi) = step.get("apply") {
+                out.extend(kubevirt_schema::check_vmi(
+                    vmi,
+                    &format!("steps[{i}].apply"),
+                ));
+            }
+            if let Some(kv) = step.get("configure").and_then(|c| c.get("kubevirt")) {
+                out.extend(kubevirt_schema::check_kubevirt(
+                    kv,
+                    &format!("steps[{i}].configure.kubevirt"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Two files of one run with the same `name:`: an error for each, naming the other.
+pub fn duplicate_names<'a>(
+    scenarios: impl IntoIterator<Item = &'a Scenario>,
+) -> Vec<ScenarioError> {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&Scenario>> = Default::default();
+    for sc in scenarios {
+        by_name.entry(sc.name()).or_default().push(sc);
+    }
+    let mut out = Vec::new();
+    for (name, group) in by_name.into_iter().filter(|(_, g)| g.len() > 1) {
+        for sc in &group {
+            let others: Vec<String> = group
+                .iter()
+                .filter(|o| o.file != sc.file)
+                .map(|o| o.file.display().to_string())
+                .collect();
+            let span = Span {
+                line: sc.raw.name.referenced.line() as u32,
+                column: sc.raw.name.referenced.column() as u32,
+            };
+            out.push(ScenarioError::at(
+                &sc.file,
+                &sc.source,
+                span,
+                format!(
+                    "scenario name {name:?} is also the name of {} (names must be unique in a run: \
+                     they name the test cases and reports)",
+                    others.join(", ")
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// Reads and parses one scenario file.

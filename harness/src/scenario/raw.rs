@@ -214,13 +214,21 @@ pub struct Delete {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Expect {
+    /// The node the node checks look at (a name), or the node a VMI must run on (a name,
+    /// `oneOf` or `pattern`).
     #[serde(default)]
-    pub node: Option<Spanned<String>>,
-    /// Per resource name, on `node`.
+    pub node: Option<Spanned<Expected<String>>>,
+    /// Per resource name, on `node`: healthy devices, as the node's status reports them (does
+    /// not fall when devices are handed out).
     #[serde(default)]
     pub allocatable: Option<BTreeMap<String, Expected<i64>>>,
+    /// Per resource name, on `node`: healthy and unhealthy devices.
     #[serde(default)]
     pub capacity: Option<BTreeMap<String, Expected<i64>>>,
+    /// Per resource name, on `node`: devices the kubelet has handed to containers (what
+    /// `kubectl describe node` shows under "Allocated resources").
+    #[serde(default)]
+    pub allocated: Option<BTreeMap<String, Expected<i64>>>,
     /// A path under `/sys` or `/dev` on `node`, with `exists`.
     #[serde(default)]
     pub file: Option<Spanned<String>>,

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde_saphyr::Spanned;
 
 use super::error::Span;
+use super::expected::Expected;
 use super::raw::*;
 
 type Check = Result<(), (Span, String)>;
@@ -52,46 +53,81 @@ fn host_error(e: mocksys::spec::SpecError) -> (Span, String) {
     }
 }
 
-/// Validates a parsed scenario; the first problem found is returned with where it is. Gives the
-/// validated host of every node, in node order.
-pub fn check(sc: &RawScenario, file: &str) -> Result<Vec<mocksys::HostSpec>, (Span, String)> {
+/// Validates a parsed scenario; every problem found is returned with where it is (one per
+/// step at most: a step's later checks assume its earlier ones held). Gives the validated host
+/// of every node, in node order, when there are no problems.
+pub fn check(sc: &RawScenario, file: &str) -> Result<Vec<mocksys::HostSpec>, Vec<(Span, String)>> {
+    let mut problems = Vec::new();
+    let mut note = |r: Check| {
+        if let Err(p) = r {
+            problems.push(p);
+        }
+    };
     if sc.name.value.trim().is_empty() {
-        return fail(&sc.name, "name is empty");
+        note(fail(&sc.name, "name is empty"));
     }
     if sc.nodes.is_empty() {
-        return fail(
+        note(fail(
             &sc.name,
             "the scenario has no nodes (add at least one under `nodes:`)",
-        );
+        ));
     }
     let mut nodes = BTreeSet::new();
     let mut hosts = Vec::with_capacity(sc.nodes.len());
     for n in &sc.nodes {
         let name = &n.value.name;
         if name.value.is_empty() {
-            return fail(name, "node name is empty");
+            note(fail(name, "node name is empty"));
+        } else if !nodes.insert(name.value.as_str()) {
+            note(fail(
+                name,
+                format!("node {:?} is defined twice", name.value),
+            ));
         }
-        if !nodes.insert(name.value.as_str()) {
-            return fail(name, format!("node {:?} is defined twice", name.value));
+        match n.value.host.validate(file) {
+            Ok(h) => hosts.push(h),
+            Err(e) => {
+                let (span, msg) = host_error(e);
+                note(Err((span, format!("node {}: host.{msg}", name.value))));
+            }
         }
-        hosts.push(n.value.host.validate(file).map_err(|e| {
-            let (span, msg) = host_error(e);
-            (span, format!("node {}: host.{msg}", name.value))
-        })?);
     }
     let known = |node: &Spanned<String>| -> Check {
         if nodes.contains(node.value.as_str()) {
             Ok(())
         } else {
             let list: Vec<&str> = nodes.iter().copied().collect();
+            let hint = super::kubevirt_schema::did_you_mean(&node.value, &list)
+                .map(|n| format!("did you mean {n:?}? "))
+                .unwrap_or_default();
             fail(
                 node,
-                format!("unknown node {:?} (nodes: {})", node.value, list.join(", ")),
+                format!(
+                    "unknown node {:?} ({hint}nodes: {})",
+                    node.value,
+                    list.join(", ")
+                ),
             )
         }
     };
     let mut applied: BTreeSet<String> = BTreeSet::new();
     for step in &sc.steps {
+        note(check_step(step, file, &mut applied, &known));
+    }
+    if problems.is_empty() {
+        Ok(hosts)
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_step(
+    step: &Spanned<Step>,
+    file: &str,
+    applied: &mut BTreeSet<String>,
+    known: &dyn Fn(&Spanned<String>) -> Check,
+) -> Check {
+    {
         match &step.value {
             Step::VfioBind(s) => {
                 known(&s.node)?;
@@ -174,10 +210,10 @@ pub fn check(sc: &RawScenario, file: &str) -> Result<Vec<mocksys::HostSpec>, (Sp
                     );
                 }
             }
-            Step::Expect(e) => expect(step, e, &applied, &known)?,
+            Step::Expect(e) => expect(step, e, applied, known)?,
         }
     }
-    Ok(hosts)
+    Ok(())
 }
 
 fn expect(
@@ -190,12 +226,27 @@ fn expect(
         e.phase.is_some() || e.reason.is_some() || e.env.is_some() || e.hostdevs.is_some();
     let about_node = e.allocatable.is_some()
         || e.capacity.is_some()
+        || e.allocated.is_some()
         || e.file.is_some()
         || e.config_error.is_some()
         || e.agent_exit.is_some()
         || e.agent_log.is_some();
     if let Some(node) = &e.node {
-        known(node)?;
+        let names: Vec<&String> = match &node.value {
+            Expected::Literal(n) => vec![n],
+            Expected::OneOf { one_of } => one_of.iter().collect(),
+            Expected::Pattern { .. } => vec![],
+        };
+        for n in names {
+            known(&Spanned::new(n.clone(), node.referenced, node.defined))?;
+        }
+        if about_node && !matches!(node.value, Expected::Literal(_)) {
+            return fail(
+                node,
+                "node checks (allocatable, capacity, allocated, file, configError, agentLog, agentExit) \
+                 need one node name, not oneOf/pattern",
+            );
+        }
     }
     if let Some(vmi) = &e.vmi
         && !applied.contains(&vmi.value)
@@ -214,13 +265,13 @@ fn expect(
     if about_node && e.node.is_none() {
         return fail(
             step,
-            "allocatable, capacity, file, configError, agentLog and agentExit need `node:`",
+            "allocatable, capacity, allocated, file, configError, agentLog and agentExit need `node:`",
         );
     }
     if !about_vmi && !about_node && e.vmi.is_none() {
         return fail(
             step,
-            "expect names nothing to check (allocatable, capacity, file, or vmi with phase/env/hostdevs)",
+            "expect names nothing to check (allocatable, capacity, allocated, file, or vmi with phase/env/hostdevs)",
         );
     }
     match (&e.file, e.exists) {

@@ -26,8 +26,8 @@ pub async fn wait_for(cluster: &mut Cluster, e: &Expect) -> Result<(), String> {
         let now = Instant::now();
         if result.is_ok() {
             if e.agent_exit.is_some()
-                && let Some(node) = &e.node
-                && let Ok(n) = cluster.node_mut(&node.value)
+                && let Some(crate::scenario::Expected::Literal(node)) = e.node.as_ref().map(|n| &n.value)
+                && let Ok(n) = cluster.node_mut(node)
             {
                 n.acknowledge_agent_exit();
             }
@@ -44,10 +44,11 @@ pub async fn wait_for(cluster: &mut Cluster, e: &Expect) -> Result<(), String> {
 /// Checks every part of `e` once; `Err` says what differs, with the actual values.
 pub fn check(cluster: &Cluster, e: &Expect) -> Result<(), String> {
     let mut problems = Vec::new();
-    if let Some(node_name) = &e.node
+    // Validation allows only a single name for node checks.
+    if let Some(crate::scenario::Expected::Literal(node_name)) = e.node.as_ref().map(|n| &n.value)
         && e.vmi.is_none()
     {
-        let node = cluster.node(&node_name.value).map_err(|e| e.to_string())?;
+        let node = cluster.node(node_name).map_err(|e| e.to_string())?;
         let status = node.kubelet.node_status();
         for (what, map, get) in [
             (
@@ -59,6 +60,11 @@ pub fn check(cluster: &Cluster, e: &Expect) -> Result<(), String> {
                 "capacity",
                 &e.capacity,
                 |s: &fake_kubelet::ResourceStatus| s.capacity,
+            ),
+            (
+                "allocated",
+                &e.allocated,
+                |s: &fake_kubelet::ResourceStatus| s.allocated,
             ),
         ] {
             for (res, want) in map.iter().flatten() {
@@ -154,7 +160,7 @@ pub fn check(cluster: &Cluster, e: &Expect) -> Result<(), String> {
                     ));
                 }
                 if let Some(node) = &e.node
-                    && vmi.node.as_deref() != Some(node.value.as_str())
+                    && !vmi.node.as_deref().is_some_and(|n| node.value.matches_str(n))
                 {
                     problems.push(format!(
                         "VMI {} node: expected {}, got {:?}",

@@ -209,7 +209,8 @@ fn report(sc: &Scenario, seed: u64, index: usize, problem: String, cluster: &Clu
     out
 }
 
-/// Allocatable and capacity per node, then every VMI.
+/// Per node and resource: allocatable/capacity and allocated (handed to containers); then
+/// every VMI.
 pub fn state(cluster: &Cluster) -> String {
     let mut out = String::new();
     for n in &cluster.nodes {
@@ -217,7 +218,12 @@ pub fn state(cluster: &Cluster) -> String {
         let res: Vec<String> = status
             .resources
             .iter()
-            .map(|(r, s)| format!("{r}: {}/{} allocatable", s.allocatable, s.capacity))
+            .map(|(r, s)| {
+                format!(
+                    "{r}: {}/{} allocatable, {} allocated",
+                    s.allocatable, s.capacity, s.allocated
+                )
+            })
             .collect();
         out.push_str(&format!(
             "  node {}: {}\n",
