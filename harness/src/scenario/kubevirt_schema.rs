@@ -151,6 +151,8 @@ fn walk(node: &Node, schema: &Json, path: &str, out: &mut Vec<Problem>) {
         Value::Map(entries) => {
             let props = schema["properties"].as_object();
             let extra = schema.get("additionalProperties");
+            // A required field already suggested for a misspelled key is not reported again.
+            let mut suggested: Vec<&str> = Vec::new();
             for e in entries {
                 let child = format!("{path}.{}", e.key);
                 match props.and_then(|p| p.get(&e.key)) {
@@ -166,7 +168,10 @@ fn walk(node: &Node, schema: &Json, path: &str, out: &mut Vec<Problem>) {
                                 .map(|p| p.keys().map(String::as_str).collect())
                                 .unwrap_or_default();
                             let hint = match did_you_mean(&e.key, &names) {
-                                Some(n) => format!(" (did you mean `{n}`?)"),
+                                Some(n) => {
+                                    suggested.push(n);
+                                    format!(" (did you mean `{n}`?)")
+                                }
                                 None => format!(" (known: {})", names.join(", ")),
                             };
                             out.push((
@@ -183,6 +188,7 @@ fn walk(node: &Node, schema: &Json, path: &str, out: &mut Vec<Problem>) {
             for r in schema["required"].as_array().into_iter().flatten() {
                 if let Some(r) = r.as_str()
                     && node.get(r).is_none()
+                    && !suggested.contains(&r)
                 {
                     out.push((node.at, format!("{path}: missing required field `{r}`")));
                 }
@@ -306,15 +312,23 @@ mod tests {
             check_kubevirt,
             "permittedHostDevices:\n  pciHostDevices:\n    - {pciVendorselector: \"8086:5845\", resourceName: r}\n",
         );
-        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(
+            p.len(),
+            1,
+            "the suggestion stands for the missing field: {p:?}"
+        );
         assert_eq!(p[0].0, Span { line: 3, column: 8 });
         assert!(
             p[0].1.contains("`pciVendorselector`")
                 && p[0].1.contains("did you mean `pciVendorSelector`"),
             "{p:?}"
         );
+        let p = problems_of(
+            check_kubevirt,
+            "permittedHostDevices:\n  pciHostDevices:\n    - {resourceName: r}\n",
+        );
         assert!(
-            p[1].1
+            p[0].1
                 .contains("missing required field `pciVendorSelector`"),
             "{p:?}"
         );
