@@ -133,6 +133,9 @@ fn with_hint(message: String) -> String {
         "invalid indentation",
     ];
     let lower = message.to_lowercase();
+    if let Some(m) = suggest(&message) {
+        return m;
+    }
     if STRUCTURE.iter().any(|s| lower.contains(s)) {
         format!(
             "{message} (check the indentation here and on the lines above: items of a list start with `- ` \
@@ -141,6 +144,24 @@ fn with_hint(message: String) -> String {
     } else {
         message
     }
+}
+
+/// serde's "unknown field `x`, expected one of a, b" (or "unknown variant"), plus the near
+/// miss among the names it lists, if there is one.
+fn suggest(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (name, rest) = rest.split_once('`')?;
+    let list = rest.split_once("expected ")?.1;
+    let list = list.trim_start_matches("one of ").replace('`', "");
+    let known: Vec<&str> = list
+        .split(", ")
+        .flat_map(|p| p.split(" or "))
+        .map(str::trim)
+        .collect();
+    let near = super::kubevirt_schema::did_you_mean(name, &known)?;
+    Some(format!("{message} (did you mean `{near}`?)"))
 }
 
 /// Up to two lines before the error line, the line itself, and a caret under the column.
@@ -168,6 +189,18 @@ fn snippet(source: &str, span: Span) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_names_get_the_near_miss() {
+        assert_eq!(
+            with_hint("unknown variant `vfioBnd`, expected one of vfioBind, write".into()),
+            "unknown variant `vfioBnd`, expected one of vfioBind, write (did you mean `vfioBind`?)"
+        );
+        assert_eq!(
+            with_hint("unknown field `zzz`, expected `a` or `b`".into()),
+            "unknown field `zzz`, expected `a` or `b`"
+        );
+    }
 
     #[test]
     fn snippet_points_at_the_column() {

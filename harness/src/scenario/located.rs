@@ -70,9 +70,44 @@ impl Node {
 /// Parses a whole document into a located tree; `None` if it is not YAML (typed parsing
 /// reports that error with its location).
 pub fn parse(text: &str) -> Option<Node> {
-    serde_saphyr::from_str::<Spanned<Tree>>(text)
+    let mut root = serde_saphyr::from_str::<Spanned<Tree>>(text)
         .ok()
-        .map(into_node)
+        .map(into_node)?;
+    let lines: Vec<&str> = text.lines().collect();
+    plain_words_are_text(&mut root, &lines);
+    Some(root)
+}
+
+/// Untyped, saphyr reads YAML 1.1 words such as `n`, `y`, `yes` and `off` as booleans, but the
+/// typed parse of the same file reads them as text (`name: n` is the name "n"). Only `true`
+/// and `false` stay booleans here, so both parses see the same document.
+fn plain_words_are_text(node: &mut Node, lines: &[&str]) {
+    match &mut node.value {
+        Value::Bool(_) => {
+            let word = token_at(lines, node.at);
+            if !matches!(word.to_ascii_lowercase().as_str(), "true" | "false") {
+                node.value = Value::Str(word);
+            }
+        }
+        Value::Seq(items) => items
+            .iter_mut()
+            .for_each(|n| plain_words_are_text(n, lines)),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .for_each(|e| plain_words_are_text(&mut e.value, lines)),
+        _ => {}
+    }
+}
+
+/// The plain scalar that starts at `at` (1-based line and character column).
+fn token_at(lines: &[&str], at: Span) -> String {
+    let line = lines
+        .get((at.line as usize).saturating_sub(1))
+        .unwrap_or(&"");
+    line.chars()
+        .skip((at.column as usize).saturating_sub(1))
+        .take_while(|c| !matches!(c, ',' | '}' | ']' | '#') && !c.is_whitespace())
+        .collect()
 }
 
 fn into_node(s: Spanned<Tree>) -> Node {
@@ -190,5 +225,28 @@ mod tests {
         );
         assert_eq!(entries[0].value.value, Value::Bool(true));
         assert_eq!(n.get("a").unwrap().value, Value::Int(1));
+    }
+
+    #[test]
+    fn only_true_and_false_are_booleans() {
+        let n = parse("a: [n, y, off, True, false]\nb: {c: yes}\n").expect("yaml");
+        let words: Vec<Value> = match &n.get("a").unwrap().value {
+            Value::Seq(items) => items.iter().map(|i| i.value.clone()).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            words,
+            vec![
+                Value::Str("n".into()),
+                Value::Str("y".into()),
+                Value::Str("off".into()),
+                Value::Bool(true),
+                Value::Bool(false)
+            ]
+        );
+        assert_eq!(
+            n.get("b").unwrap().get("c").unwrap().value,
+            Value::Str("yes".into())
+        );
     }
 }

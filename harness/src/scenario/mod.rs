@@ -56,18 +56,16 @@ pub fn parse(text: &str, file: impl Into<PathBuf>) -> Result<Scenario, ScenarioE
     let raw: RawScenario = match serde_saphyr::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            let mut first = ScenarioError::from_yaml(&file, &source, &e);
-            let span = first.span;
-            problems.retain(|(s, _)| Some(*s) != span);
-            if let Some(rest) = ScenarioError::many(&file, &source, problems) {
-                // The typed error first: it may be why later parts look wrong.
-                first.more.push(ScenarioError {
-                    more: Vec::new(),
-                    ..rest.clone()
-                });
-                first.more.extend(rest.more);
-            }
-            return Err(first);
+            let typed = ScenarioError::from_yaml(&file, &source, &e);
+            let Some(span) = typed.span else {
+                return Err(typed);
+            };
+            // The same key can be both unknown to serde and to KubeVirt's schema: say it once.
+            problems.retain(|(s, _)| *s != span);
+            problems.push((span, typed.message));
+            return Err(
+                ScenarioError::many(&file, &source, problems).expect("at least the typed error")
+            );
         }
     };
     let hosts = match validate::check(&raw, &file.display().to_string()) {
