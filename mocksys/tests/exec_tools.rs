@@ -197,3 +197,63 @@ fn udevadm_monitor_sees_hotplug() {
         .expect("read stderr");
     assert!(status.success(), "{status:?}: {err}");
 }
+
+/// A static Go binary (raw system calls, no libc to preload into) gets the magic too, for
+/// `statfs` and `fstatfs`. Needs Go (`go` on PATH or /usr/local/go/bin/go).
+#[test]
+fn a_static_go_binary_sees_sysfs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("main.go"),
+        r#"package main
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+)
+
+func main() {
+	var s syscall.Statfs_t
+	if err := syscall.Statfs("/sys/bus/usb", &s); err != nil {
+		panic(err)
+	}
+	fmt.Printf("statfs %x\n", s.Type)
+	f, err := os.Open("/sys/bus/usb/devices/1-1/idVendor")
+	if err != nil {
+		panic(err)
+	}
+	if err := syscall.Fstatfs(int(f.Fd()), &s); err != nil {
+		panic(err)
+	}
+	fmt.Printf("fstatfs %x\n", s.Type)
+	if err := syscall.Statfs("/proc", &s); err != nil {
+		panic(err)
+	}
+	fmt.Printf("proc %x\n", s.Type)
+}
+"#,
+    )
+    .expect("write main.go");
+    std::fs::write(dir.path().join("go.mod"), "module probe\n\ngo 1.21\n").expect("write go.mod");
+    let go = if Command::new("go").arg("version").output().is_ok() {
+        "go".to_owned()
+    } else {
+        "/usr/local/go/bin/go".to_owned()
+    };
+    let bin = dir.path().join("probe");
+    let out = Command::new(&go)
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(dir.path())
+        .env("CGO_ENABLED", "0")
+        .output()
+        .unwrap_or_else(|e| panic!("running {go} (Go is needed for this test): {e}"));
+    assert!(out.status.success(), "go build: {out:?}");
+    let (out, err) = exec(&[bin.to_str().expect("utf-8 path")]);
+    assert_eq!(
+        out, "statfs 62656572\nfstatfs 62656572\nproc 9fa0\n",
+        "{err}"
+    );
+}
