@@ -101,7 +101,15 @@ fn kubevirt_problems(root: &located::Node) -> Vec<(Span, String)> {
                     &format!("steps[{i}].apply"),
                 ));
             }
-            if let Some(kv) = step.get("configure").and_then(|c| c.get("kubevirt")) {
+            // `unchecked: true`: the CR reaches the nodes as written (a ConfigMap copy has no
+            // API server in front of it), so a deliberately broken one is the point.
+            let unchecked = step
+                .get("configure")
+                .and_then(|c| c.get("unchecked"))
+                .is_some_and(|u| matches!(u.value, located::Value::Bool(true)));
+            if let Some(kv) = step.get("configure").and_then(|c| c.get("kubevirt"))
+                && !unchecked
+            {
                 out.extend(kubevirt_schema::check_kubevirt(
                     kv,
                     &format!("steps[{i}].configure.kubevirt"),

@@ -143,6 +143,10 @@ pub struct Unplug {
 #[serde(deny_unknown_fields)]
 pub struct Configure {
     pub kubevirt: Spanned<serde_json::Value>,
+    /// Skip KubeVirt's CRD check: the CR reaches the agents as written, as a ConfigMap copy of
+    /// it would (no API server in between). For scenarios about a broken configuration.
+    #[serde(default)]
+    pub unchecked: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,7 +26,8 @@ pub async fn wait_for(cluster: &mut Cluster, e: &Expect) -> Result<(), String> {
         let now = Instant::now();
         if result.is_ok() {
             if e.agent_exit.is_some()
-                && let Some(crate::scenario::Expected::Literal(node)) = e.node.as_ref().map(|n| &n.value)
+                && let Some(crate::scenario::Expected::Literal(node)) =
+                    e.node.as_ref().map(|n| &n.value)
                 && let Ok(n) = cluster.node_mut(node)
             {
                 n.acknowledge_agent_exit();
@@ -160,7 +161,10 @@ pub fn check(cluster: &Cluster, e: &Expect) -> Result<(), String> {
                     ));
                 }
                 if let Some(node) = &e.node
-                    && !vmi.node.as_deref().is_some_and(|n| node.value.matches_str(n))
+                    && !vmi
+                        .node
+                        .as_deref()
+                        .is_some_and(|n| node.value.matches_str(n))
                 {
                     problems.push(format!(
                         "VMI {} node: expected {}, got {:?}",
