@@ -100,6 +100,10 @@ async fn allocate_inner(
         }
         plan(&state, req)?
     };
+    let from_init = match &planned {
+        Plan::FromInit(ids) => ids.clone(),
+        _ => vec![],
+    };
     let candidates = match planned {
         Plan::Reuse(existing) => {
             pre_start(core, &existing).await?;
@@ -115,54 +119,63 @@ async fn allocate_inner(
                 response: ContainerAllocateResponse::default(),
             });
         }
-        Plan::Choose(c) => c,
+        Plan::Choose(c) => Some(c),
+        Plan::FromInit(_) => None,
     };
 
     let endpoint = endpoint_of(core, resource)
         .ok_or_else(|| AllocateError::UnknownPlugin(resource.to_owned()))?;
-    let preferred =
-        if candidates.wants_preferred() && endpoint.options.get_preferred_allocation_available {
-            let mut client = endpoint
-                .client
-                .clone()
-                .ok_or_else(|| AllocateError::PreferredEndpointStopped(resource.to_owned()))?;
-            let request = PreferredAllocationRequest {
-                container_requests: vec![candidates.preferred_request()],
-            };
-            let t = core.config.preferred_allocation_timeout;
-            let answer = tokio::time::timeout(t, client.get_preferred_allocation(request))
-                .await
-                .map_err(|_| {
-                    AllocateError::PreferredAllocationRpc(RpcError::timeout(
-                        resource,
-                        &endpoint.socket,
-                        t,
-                    ))
-                })?
-                .map_err(|s| {
-                    AllocateError::PreferredAllocationRpc(RpcError::from_status(
-                        resource,
-                        &endpoint.socket,
-                        &s,
-                    ))
-                })?;
-            answer
-                .into_inner()
-                .container_responses
-                .into_iter()
-                .next()
-                .map(|r| r.device_i_ds)
-                .unwrap_or_default()
-        } else {
-            vec![]
+    let preferred = if let Some(candidates) = candidates
+        .as_ref()
+        .filter(|c| c.wants_preferred() && endpoint.options.get_preferred_allocation_available)
+    {
+        let mut client = endpoint
+            .client
+            .clone()
+            .ok_or_else(|| AllocateError::PreferredEndpointStopped(resource.to_owned()))?;
+        let request = PreferredAllocationRequest {
+            container_requests: vec![candidates.preferred_request()],
         };
+        let t = core.config.preferred_allocation_timeout;
+        let answer = tokio::time::timeout(t, client.get_preferred_allocation(request))
+            .await
+            .map_err(|_| {
+                AllocateError::PreferredAllocationRpc(RpcError::timeout(
+                    resource,
+                    &endpoint.socket,
+                    t,
+                ))
+            })?
+            .map_err(|s| {
+                AllocateError::PreferredAllocationRpc(RpcError::from_status(
+                    resource,
+                    &endpoint.socket,
+                    &s,
+                ))
+            })?;
+        answer
+            .into_inner()
+            .container_responses
+            .into_iter()
+            .next()
+            .map(|r| r.device_i_ds)
+            .unwrap_or_default()
+    } else {
+        vec![]
+    };
 
     // Phase two: pick among devices still free, then reserve them while Allocate runs.
     let (reservation, mut client, socket) = {
         let mut state = core.state.lock();
-        let candidates = candidates.without(&state.in_use(resource), resource)?;
-        let mut rng = request_rng(core.config.seed, &req.pod_uid, &req.container, resource);
-        let chosen = choose(&candidates, &preferred, &mut rng)?;
+        let chosen = match candidates {
+            Some(candidates) => {
+                let candidates = candidates.without(&state.in_use(resource), resource)?;
+                let mut rng = request_rng(core.config.seed, &req.pod_uid, &req.container, resource);
+                choose(&candidates, &preferred, &mut rng)?
+            }
+            // Held by the pod's init containers: shared, so never reserved against them.
+            None => from_init,
+        };
         let r = state
             .resources
             .get(resource)

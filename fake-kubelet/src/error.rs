@@ -9,7 +9,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     #[error(
-        "requested API version \"{0}\" is not supported by kubelet. Supported version is \"v1beta1\""
+        "requested API version \"{0}\" is not supported by kubelet. Supported version is [\"v1beta1\"]"
     )]
     UnsupportedVersion(String),
     #[error("the ResourceName \"{0}\" is invalid")]

@@ -194,6 +194,22 @@ impl FakeKubelet {
         allocation::allocate_container(&self.core, req).await
     }
 
+    /// Allocates to a (non-restartable) init container: the pod's app containers admitted later
+    /// reuse its devices, as the kubelet's `devicesToReuse` does (a sidecar keeps its own: admit
+    /// it with [`allocate_container`](Self::allocate_container)).
+    pub async fn allocate_init_container(
+        &self,
+        req: ContainerRequest,
+    ) -> Result<Vec<ContainerAllocation>, AllocateError> {
+        let key = (req.pod_uid.clone(), req.container.clone());
+        self.core.state.lock().init_containers.insert(key.clone());
+        let result = allocation::allocate_container(&self.core, req).await;
+        if result.is_err() {
+            self.core.state.lock().init_containers.remove(&key);
+        }
+        result
+    }
+
     /// Frees every device held by the pod; returns how many (container, resource) entries went.
     pub fn free_pod(&self, pod_uid: &str) -> usize {
         let mut state = self.core.state.lock();

@@ -59,6 +59,8 @@ pub(crate) enum Plan {
     Reuse(Box<ContainerAllocation>),
     /// Zero devices asked: nothing to do, like the kubelet skipping the resource.
     Nothing,
+    /// The pod's init containers hold enough devices: the container gets these (sorted) ones.
+    FromInit(Vec<String>),
     Choose(Candidates),
 }
 
@@ -139,6 +141,19 @@ pub(crate) fn plan(state: &State, req: &AllocationRequest) -> Result<Plan, Alloc
     );
     if let Some(existing) = state.pods.get(&key) {
         if existing.device_ids.len() == req.count {
+            // The kubelet re-checks registration and health before it lets a container keep
+            // its devices (a re-admission after a restart or reboot fails until they are back).
+            let healthy = state
+                .healthy_ids(&req.resource)
+                .ok_or_else(|| AllocateError::Unregistered(req.resource.clone()))?;
+            if healthy.is_empty() {
+                return Err(AllocateError::NoHealthyDevices(req.resource.clone()));
+            }
+            if !existing.device_ids.iter().all(|d| healthy.contains(d)) {
+                return Err(AllocateError::PreviouslyAllocatedUnhealthy(
+                    req.resource.clone(),
+                ));
+            }
             return Ok(Plan::Reuse(Box::new(existing.clone())));
         }
         return Err(AllocateError::ChangedRequest {
@@ -158,6 +173,10 @@ pub(crate) fn plan(state: &State, req: &AllocationRequest) -> Result<Plan, Alloc
         .ok_or_else(|| AllocateError::Unregistered(resource.clone()))?;
     if healthy.is_empty() {
         return Err(AllocateError::NoHealthyDevices(resource.clone()));
+    }
+    let reusable = state.reusable(&req.pod_uid, resource);
+    if reusable.len() >= req.count {
+        return Ok(Plan::FromInit(reusable[..req.count].to_vec()));
     }
     let in_use = state.in_use(resource);
     let available: Vec<&String> = healthy.iter().filter(|d| !in_use.contains(*d)).collect();

@@ -21,6 +21,9 @@ pub struct State {
     pub(crate) pods: BTreeMap<PodKey, ContainerAllocation>,
     /// Devices chosen for allocations whose Allocate RPC is in flight.
     pub(crate) reserved: BTreeMap<String, BTreeSet<String>>,
+    /// (pod, container) admitted as non-restartable init containers: app containers of the pod
+    /// reuse their devices, as the kubelet's `devicesToReuse` does.
+    pub(crate) init_containers: BTreeSet<(String, String)>,
     pub(crate) running: bool,
 }
 
@@ -200,6 +203,24 @@ impl State {
             .collect()
     }
 
+    /// Devices of `resource` the pod's init containers hold and none of its app containers has
+    /// taken yet (the kubelet's `devicesToReuse`), sorted.
+    pub(crate) fn reusable(&self, pod_uid: &str, resource: &str) -> Vec<String> {
+        let held = |init: bool| -> BTreeSet<String> {
+            self.pods
+                .values()
+                .filter(|a| a.pod_uid == pod_uid && a.resource == resource)
+                .filter(|a| {
+                    self.init_containers
+                        .contains(&(a.pod_uid.clone(), a.container.clone()))
+                        == init
+                })
+                .flat_map(|a| a.device_ids.iter().cloned())
+                .collect()
+        };
+        held(true).difference(&held(false)).cloned().collect()
+    }
+
     /// Held by pods or reserved by an allocation in flight.
     pub(crate) fn in_use(&self, resource: &str) -> BTreeSet<String> {
         let mut ids = self.allocated_ids(resource);
@@ -272,6 +293,7 @@ impl State {
     pub(crate) fn free_pod(&mut self, pod_uid: &str) -> usize {
         let before = self.pods.len();
         self.pods.retain(|(pod, _, _), _| pod != pod_uid);
+        self.init_containers.retain(|(pod, _)| pod != pod_uid);
         before - self.pods.len()
     }
 }

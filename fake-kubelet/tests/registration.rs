@@ -107,7 +107,7 @@ async fn an_unsupported_version_is_refused_with_the_kubelet_text() {
     assert_eq!(err.code(), tonic::Code::Unknown);
     assert_eq!(
         err.message(),
-        r#"requested API version "v1alpha" is not supported by kubelet. Supported version is "v1beta1""#
+        r#"requested API version "v1alpha" is not supported by kubelet. Supported version is ["v1beta1"]"#
     );
     assert!(
         plugin.calls().is_empty(),

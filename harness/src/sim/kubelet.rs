@@ -279,6 +279,33 @@ impl UpstreamKubelet {
         }
     }
 
+    /// One protocol command (upstream/kubelet/README.md), its whole reply as JSON: for tests that
+    /// compare what the manager said field by field. `Err` is the manager's text unchanged (kind
+    /// `manager`), or names the kind.
+    pub async fn raw_command(
+        &self,
+        verb: &str,
+        arg: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let line = match arg {
+            Some(a) => self.command(verb, a).await?,
+            None => run_command(&self.io, verb, None)
+                .await
+                .map_err(|e| format!("kubelet-dm: {e:#}"))?,
+        };
+        serde_json::from_str(&line).map_err(|e| format!("kubelet-dm replied {line:?}: {e}"))
+    }
+
+    /// A kubelet restart (the process stops and starts over the same directory).
+    pub async fn restart_process(&mut self) -> Result<()> {
+        self.restart().await
+    }
+
+    /// Stops the process.
+    pub async fn shutdown(&mut self) {
+        self.stop().await
+    }
+
     async fn allocate(&self, req: ContainerRequest) -> Result<Allocated, String> {
         let arg = serde_json::json!({
             "pod": req.pod_uid,
