@@ -1,10 +1,11 @@
 //! virt-api's admission of a VirtualMachineInstance: the checks and messages KubeVirt gives.
-
-use std::collections::BTreeMap;
+//!
+//! Only what virt-api itself checks lives here; `permittedHostDevices` is virt-controller's
+//! check when it renders the pod ([`super::controller`]).
 
 use crate::scenario::VmiManifest;
 
-/// What admission needs from the KubeVirt configuration.
+/// What the control plane reads of the KubeVirt configuration.
 #[derive(Clone, Debug, Default)]
 pub struct AdmissionConfig {
     pub feature_gates: Vec<String>,
@@ -12,95 +13,105 @@ pub struct AdmissionConfig {
     pub permitted_resources: Option<Vec<String>>,
 }
 
-/// Checks a VMI as virt-api does; `Err` carries KubeVirt's message.
+/// Checks a VMI as virt-api does; `Err` carries KubeVirt's message(s), `; `-joined.
 pub fn admit(vmi: &VmiManifest, cfg: &AdmissionConfig) -> Result<(), String> {
     let devices = &vmi.spec.domain.devices;
-    if !devices.host_devices.is_empty() && !cfg.feature_gates.iter().any(|g| g == "HostDevices") {
-        return Err("Host Devices feature gate is not enabled in kubevirt-config".into());
+    let mut causes = Vec::new();
+    // virt-api tests for the field, so `hostDevices: []` needs the gate too.
+    if devices.host_devices_listed && !cfg.feature_gates.iter().any(|g| g == "HostDevices") {
+        causes.push("Host Devices feature gate is not enabled in kubevirt-config");
     }
-    if let Some(permitted) = &cfg.permitted_resources {
-        for (kind, list) in [
-            ("GPU", &devices.gpus),
-            ("HostDevice", &devices.host_devices),
-        ] {
-            for d in list.iter() {
-                if !permitted.iter().any(|p| p == &d.device_name) {
-                    return Err(format!(
-                        "{kind} {} is not permitted in permittedHostDevices configuration",
-                        d.device_name
-                    ));
-                }
-            }
-        }
+    if ramfb_displays(vmi) > 1 {
+        causes.push("configuring multiple displays with ramfb is not valid");
     }
-    Ok(())
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(causes.join("; "))
+    }
 }
 
-/// The extended resources the VMI's pod requests: one per gpu/hostDevice entry.
-pub fn resource_requests(vmi: &VmiManifest) -> BTreeMap<String, u32> {
-    let devices = &vmi.spec.domain.devices;
-    let mut out = BTreeMap::new();
-    for d in devices.gpus.iter().chain(devices.host_devices.iter()) {
-        *out.entry(d.device_name.clone()).or_insert(0) += 1;
-    }
-    out
+/// GPUs whose `virtualGPUOptions` ask for a display with ramfb, counted as virt-api counts them:
+/// only explicit options count (a GPU without options gets ramfb by default in virt-launcher,
+/// yet is not counted), and an explicit `ramFB` needs `enabled: true`.
+fn ramfb_displays(vmi: &VmiManifest) -> usize {
+    vmi.spec
+        .domain
+        .devices
+        .gpus
+        .iter()
+        .filter_map(|g| g.virtual_gpu_options.as_ref()?.display.as_ref())
+        .filter(|d| d.enabled != Some(false))
+        .filter(|d| d.ram_fb.as_ref().is_none_or(|r| r.enabled == Some(true)))
+        .count()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn vmi(gpus: &[&str], hostdevs: &[&str]) -> VmiManifest {
+    fn vmi(devices: &str) -> VmiManifest {
         let yaml = format!(
-            "kind: VirtualMachineInstance\nmetadata: {{name: v}}\nspec:\n  domain:\n    devices:\n      gpus: [{}]\n      hostDevices: [{}]\n",
-            gpus.iter()
-                .enumerate()
-                .map(|(i, d)| format!("{{name: g{i}, deviceName: {d}}}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            hostdevs
-                .iter()
-                .enumerate()
-                .map(|(i, d)| format!("{{name: h{i}, deviceName: {d}}}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "kind: VirtualMachineInstance\nmetadata: {{name: v}}\nspec:\n  domain:\n    devices:\n{devices}"
         );
         serde_saphyr::from_str(&yaml).unwrap()
     }
 
+    const GATE_MESSAGE: &str = "Host Devices feature gate is not enabled in kubevirt-config";
+
     #[test]
     fn host_devices_need_the_feature_gate_but_gpus_do_not() {
         let cfg = AdmissionConfig::default();
-        let err = admit(&vmi(&[], &["intel.com/qat"]), &cfg).unwrap_err();
-        assert_eq!(
-            err,
-            "Host Devices feature gate is not enabled in kubevirt-config"
-        );
-        assert!(admit(&vmi(&["nvidia.com/T4"], &[]), &cfg).is_ok());
+        let hostdev = vmi("      hostDevices: [{name: h, deviceName: intel.com/qat}]\n");
+        assert_eq!(admit(&hostdev, &cfg).unwrap_err(), GATE_MESSAGE);
+        let gpu = vmi("      gpus: [{name: g, deviceName: nvidia.com/T4}]\n");
+        assert!(admit(&gpu, &cfg).is_ok());
         let gated = AdmissionConfig {
             feature_gates: vec!["HostDevices".into()],
             permitted_resources: None,
         };
-        assert!(admit(&vmi(&[], &["intel.com/qat"]), &gated).is_ok());
+        assert!(admit(&hostdev, &gated).is_ok());
     }
 
     #[test]
-    fn names_outside_the_allowlist_are_rejected() {
+    fn an_empty_host_devices_list_needs_the_gate_too() {
+        let cfg = AdmissionConfig::default();
+        assert_eq!(
+            admit(&vmi("      hostDevices: []\n"), &cfg).unwrap_err(),
+            GATE_MESSAGE
+        );
+        assert!(admit(&vmi("      gpus: []\n"), &cfg).is_ok());
+    }
+
+    #[test]
+    fn admission_no_longer_checks_the_allowlist() {
+        // virt-controller does, when rendering the pod (controller::render_pod).
         let cfg = AdmissionConfig {
             feature_gates: vec!["HostDevices".into()],
-            permitted_resources: Some(vec!["intel.com/qat".into()]),
+            permitted_resources: Some(vec![]),
         };
-        assert!(admit(&vmi(&[], &["intel.com/qat"]), &cfg).is_ok());
-        let err = admit(&vmi(&["nvidia.com/T4"], &[]), &cfg).unwrap_err();
-        assert!(err.contains("GPU nvidia.com/T4 is not permitted"), "{err}");
-        let err = admit(&vmi(&[], &["x.io/y"]), &cfg).unwrap_err();
-        assert!(err.contains("HostDevice x.io/y is not permitted"), "{err}");
+        assert!(
+            admit(
+                &vmi("      hostDevices: [{name: h, deviceName: x.io/y}]\n"),
+                &cfg
+            )
+            .is_ok()
+        );
     }
 
     #[test]
-    fn each_entry_requests_one_device() {
-        let r = resource_requests(&vmi(&["a.io/gpu"], &["a.io/gpu", "b.io/nvme"]));
-        assert_eq!(r.get("a.io/gpu"), Some(&2));
-        assert_eq!(r.get("b.io/nvme"), Some(&1));
+    fn two_explicit_ramfb_displays_are_rejected() {
+        let cfg = AdmissionConfig::default();
+        let two = vmi(
+            "      gpus:\n        - {name: a, deviceName: n.com/v, virtualGPUOptions: {display: {enabled: true}}}\n        - {name: b, deviceName: n.com/v, virtualGPUOptions: {display: {ramFB: {enabled: true}}}}\n",
+        );
+        assert_eq!(
+            admit(&two, &cfg).unwrap_err(),
+            "configuring multiple displays with ramfb is not valid"
+        );
+        let one = vmi(
+            "      gpus:\n        - {name: a, deviceName: n.com/v, virtualGPUOptions: {display: {enabled: true}}}\n        - {name: b, deviceName: n.com/v, virtualGPUOptions: {display: {ramFB: {enabled: false}}}}\n        - {name: c, deviceName: n.com/v}\n",
+        );
+        assert!(admit(&one, &cfg).is_ok());
     }
 }

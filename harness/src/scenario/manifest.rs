@@ -42,12 +42,32 @@ pub struct Domain {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "RawDevices")]
 pub struct Devices {
-    #[serde(default)]
     pub gpus: Vec<DeviceRequest>,
-    #[serde(default)]
     pub host_devices: Vec<DeviceRequest>,
+    /// `hostDevices` is in the manifest, even as `[]`: virt-api's feature-gate check tests
+    /// for the field (a non-nil slice), not for entries.
+    pub host_devices_listed: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDevices {
+    #[serde(default)]
+    gpus: Vec<DeviceRequest>,
+    #[serde(default)]
+    host_devices: Option<Vec<DeviceRequest>>,
+}
+
+impl From<RawDevices> for Devices {
+    fn from(raw: RawDevices) -> Self {
+        Devices {
+            gpus: raw.gpus,
+            host_devices_listed: raw.host_devices.is_some(),
+            host_devices: raw.host_devices.unwrap_or_default(),
+        }
+    }
 }
 
 /// One `gpus[]` or `hostDevices[]` entry: a VM-side name and the resource it draws from.
@@ -56,6 +76,31 @@ pub struct Devices {
 pub struct DeviceRequest {
     pub name: String,
     pub device_name: String,
+    /// `gpus[]` only (KubeVirt's `VGPUOptions`): whether a vGPU's display and ramfb are on.
+    #[serde(default, rename = "virtualGPUOptions")]
+    pub virtual_gpu_options: Option<VgpuOptions>,
+}
+
+/// `virtualGPUOptions`: KubeVirt's pointers are `Option`s here, since an absent field and a
+/// `false` one differ (absent `enabled` means on).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct VgpuOptions {
+    #[serde(default)]
+    pub display: Option<VgpuDisplay>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct VgpuDisplay {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default, rename = "ramFB")]
+    pub ram_fb: Option<FeatureState>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct FeatureState {
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 impl VmiManifest {

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::node::SimNode;
 use super::vmi::VmiState;
 use crate::cluster::admission::{AdmissionConfig, admit};
+use crate::cluster::controller;
 use crate::cluster::launcher;
 use crate::cluster::scheduler::{NodeView, schedule};
 use crate::scenario::{AgentChoice, KubeletChoice, Phase, Scenario, StopSignal, VmiManifest};
@@ -271,6 +272,13 @@ impl Cluster {
         let Some(vmi) = self.vmis.get(name) else {
             return;
         };
+        // virt-controller renders the pod first; until it can, the VMI stays Pending.
+        if let Err(reason) = controller::render_pod(&vmi.manifest, &self.admission) {
+            if let Some(v) = self.vmis.get_mut(name) {
+                v.reason = reason;
+            }
+            return;
+        }
         let chosen = match schedule(&views, &vmi.manifest.spec.node_selector, &vmi.requests) {
             Ok(node) => node,
             Err(reason) => {

@@ -26,7 +26,7 @@ pub struct VmiState {
 
 impl VmiState {
     pub fn new(manifest: VmiManifest, pod_uid: String) -> Self {
-        let requests = crate::cluster::admission::resource_requests(&manifest);
+        let requests = crate::cluster::controller::resource_requests(&manifest);
         VmiState {
             manifest,
             phase: Phase::Pending,
