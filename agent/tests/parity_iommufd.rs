@@ -78,10 +78,18 @@ fn the_configuration_in_force_flips_the_switch() {
         Box::new(|h, c, _| Ok(discover(h, c))),
     )
     .with_iommufd_switch(switch.clone());
-    fs::write(&file, "developerConfiguration:\n  featureGates: [IOMMUFD]\n").unwrap();
+    fs::write(
+        &file,
+        "developerConfiguration:\n  featureGates: [IOMMUFD]\n",
+    )
+    .unwrap();
     source.reload_config().unwrap();
     assert!(switch.is_on());
-    fs::write(&file, "developerConfiguration:\n  featureGates: [HostDevices]\n").unwrap();
+    fs::write(
+        &file,
+        "developerConfiguration:\n  featureGates: [HostDevices]\n",
+    )
+    .unwrap();
     source.reload_config().unwrap();
     assert!(!switch.is_on());
 }
