@@ -54,7 +54,7 @@ impl Drop for Mounted {
 
 fn mounted() -> Option<Mounted> {
     if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("SKIPPED: /dev/fuse is missing on this machine");
+        mocksys::testing::cannot_run("/dev/fuse is missing on this machine");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +157,7 @@ fn mdev_reconcile_on_a_mocksys_mount_creates_removes_and_recreates() {
 #[test]
 fn large_host_on_a_mocksys_mount() {
     if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("SKIPPED: /dev/fuse is missing on this machine");
+        mocksys::testing::cannot_run("/dev/fuse is missing on this machine");
         return;
     }
     let mut yaml = String::from("pci:\n");

@@ -50,7 +50,7 @@ impl Drop for Lab {
 impl Lab {
     fn new() -> Option<Lab> {
         if !Path::new("/dev/fuse").exists() {
-            eprintln!("SKIPPED: /dev/fuse is missing on this machine");
+            mocksys::testing::cannot_run("/dev/fuse is missing on this machine");
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");

@@ -80,7 +80,7 @@ async fn scenario(dir: &Path) {
 #[test]
 fn an_unbind_seen_only_as_a_uevent_wakes_the_agent() {
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIPPED: /dev/fuse is missing on this machine");
+        mocksys::testing::cannot_run("/dev/fuse is missing on this machine");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -102,7 +102,7 @@ fn an_unbind_seen_only_as_a_uevent_wakes_the_agent() {
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(e)) if e.starts_with("unshare") => {
-            eprintln!("SKIPPED: no private network namespace: {e}")
+            mocksys::testing::cannot_run(&format!("no private network namespace: {e}"))
         }
         Ok(Err(e)) => panic!("{e}"),
         Err(panic) => std::panic::resume_unwind(panic),

@@ -155,7 +155,7 @@ fn nvme_seed_sweep_picks_both_drives_and_replays() {
 #[test]
 fn scenarios_get_a_private_network_namespace_as_root() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: not root, so no private network namespace");
+        mocksys::testing::cannot_run("not root, so no private network namespace");
         return;
     }
     let private = std::thread::spawn(hostdev_harness::sim::netns::enter_private)
@@ -176,7 +176,7 @@ fn scenarios_get_a_private_network_namespace_as_root() {
 #[test]
 fn scenario_mounts_stay_inside_the_scenarios_mount_namespace() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: not root, so no private mount namespace");
+        mocksys::testing::cannot_run("not root, so no private mount namespace");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -231,7 +231,7 @@ fn plain_directory_holds_the_same_tree_and_follows_hotplug() {
 fn lspci_sees_the_host_through_a_bind_over_sys() {
     require_fuse!();
     if sh("command -v lspci").stdout.is_empty() {
-        eprintln!("SKIPPED: lspci is missing (apt-get install -y pciutils)");
+        mocksys::testing::cannot_run("lspci is missing (apt-get install -y pciutils)");
         return;
     }
     let s = serve(fuse(false));
@@ -362,7 +362,9 @@ fn netlink_carries_the_uevents_of_a_bind_in_a_private_namespace() {
     .expect("netlink thread");
     match result {
         Ok(events) => assert!(events.iter().any(|e| e.action == "unbind"), "{events:?}"),
-        Err(e) if e.starts_with("unshare") => eprintln!("SKIPPED: no private netns: {e}"),
+        Err(e) if e.starts_with("unshare") => {
+            mocksys::testing::cannot_run(&format!("no private network namespace: {e}"))
+        }
         Err(e) => panic!("{e}"),
     }
 }

@@ -10,12 +10,12 @@ use mocksys::errno::Errno;
 use mocksys::fuse::{FuseMount, FuseOptions};
 use mocksys::testing::{MemBackend, MemEdit, MemNode};
 
-/// Skips the calling test, visibly, when the machine has no FUSE.
+/// Fails the calling test when the machine has no FUSE (see `mocksys::testing::cannot_run`).
 #[macro_export]
 macro_rules! require_fuse {
     () => {
         if !std::path::Path::new("/dev/fuse").exists() {
-            eprintln!("SKIPPED: /dev/fuse is missing on this machine");
+            mocksys::testing::cannot_run("/dev/fuse is missing on this machine");
             return;
         }
     };

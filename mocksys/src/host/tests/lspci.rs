@@ -21,7 +21,7 @@ fn write_tree(tree: &Tree, root: &Path) {
 #[test]
 fn lspci_reads_identity_driver_and_capabilities() {
     if Command::new("lspci").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: lspci is not installed");
+        crate::testing::cannot_run("lspci is not installed (apt-get install -y pciutils)");
         return;
     }
     let h = example();
