@@ -129,11 +129,7 @@ impl Table {
 pub fn agent_neutral(files: &[PathBuf]) -> Vec<PathBuf> {
     files
         .iter()
-        .filter(|f| {
-            scenario::load(f).map_or(true, |sc| {
-                sc.raw.agent.is_none() && sc.raw.nodes.iter().all(|n| n.value.agent.is_none())
-            })
-        })
+        .filter(|f| scenario::load(f).map_or(true, |sc| !sc.chooses_agent()))
         .cloned()
         .collect()
 }

@@ -32,9 +32,7 @@ fn main() {
             .with_extension("")
             .display()
             .to_string();
-        let own_agent = scenario::load(&file).is_ok_and(|sc| {
-            sc.raw.agent.is_some() || sc.raw.nodes.iter().any(|n| n.value.agent.is_some())
-        });
+        let own_agent = scenario::load(&file).is_ok_and(|sc| sc.chooses_agent());
         let f = file.clone();
         trials.push(Trial::test(name.clone(), move || run(&f, None)));
         if !own_agent {

@@ -150,6 +150,8 @@ impl Command {
     /// plan (or the exec) that failed.
     pub fn spawn(&mut self, view: &NodeView) -> Result<Child, SandboxError> {
         let ops = plan(view)?;
+        // Kept here because the ops move into the child's context: a failure names its step.
+        let steps: Vec<String> = ops.iter().map(Op::describe).collect();
         let env = self.child_env();
         let program = resolve(&self.program, &env, self.cwd.as_deref())?;
         let program_name = self.program.to_string_lossy().into_owned();
@@ -249,7 +251,7 @@ impl Command {
                     }
                 } else {
                     SandboxError::Setup {
-                        step: step_text(view, step as usize),
+                        step: step_text(&steps, step),
                         source,
                     }
                 })
@@ -271,14 +273,14 @@ impl Command {
     }
 }
 
-/// The plan is recomputed only to name the failed step (the failure is rare; the plan is cheap).
-fn step_text(view: &NodeView, step: usize) -> String {
-    if step == SECCOMP_STEP as usize {
+/// What the failed step of the plan was doing.
+fn step_text(steps: &[String], step: u32) -> String {
+    if step == SECCOMP_STEP {
         return "installing the statfs filter (seccomp user notification)".into();
     }
-    plan(view)
-        .ok()
-        .and_then(|ops| ops.get(step).map(Op::describe))
+    steps
+        .get(step as usize)
+        .cloned()
         .unwrap_or_else(|| format!("step {step}"))
 }
 

@@ -37,6 +37,12 @@ impl Scenario {
     pub fn name(&self) -> &str {
         &self.raw.name.value
     }
+    /// True when the scenario names an agent for some node (its own plugin), so a run-wide
+    /// `--agent` or a column of the compatibility table would replace what it is about.
+    pub fn chooses_agent(&self) -> bool {
+        self.raw.agent.is_some() || self.raw.nodes.iter().any(|n| n.value.agent.is_some())
+    }
+
     /// The seed a run uses: `--seed` wins over the file's `seed:`, which wins over 0.
     pub fn seed(&self, override_seed: Option<u64>) -> u64 {
         override_seed.or(self.raw.seed).unwrap_or(0)

@@ -93,13 +93,7 @@ impl ExternalAgent {
                 .spawn(move || {
                     for line in BufReader::new(stream).lines() {
                         let Ok(line) = line else { break };
-                        {
-                            let mut l = log.lock();
-                            if l.len() == KEPT_LINES {
-                                l.pop_front();
-                            }
-                            l.push_back(line);
-                        }
+                        push_bounded(&log, line, KEPT_LINES);
                         notify();
                     }
                 })
@@ -140,6 +134,15 @@ impl ExternalAgent {
         .await
         .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0))
     }
+}
+
+/// Appends `line`, dropping the oldest once `cap` lines are kept (agent and kubelet logs alike).
+pub(crate) fn push_bounded(log: &Mutex<VecDeque<String>>, line: String, cap: usize) {
+    let mut l = log.lock();
+    if l.len() == cap {
+        l.pop_front();
+    }
+    l.push_back(line);
 }
 
 /// An exit status as the scenario format writes it: the code (`"1"`) or the signal (`"SIGKILL"`).

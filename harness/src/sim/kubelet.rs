@@ -353,11 +353,7 @@ impl UpstreamKubelet {
 }
 
 fn push_line(log: &Mutex<VecDeque<String>>, line: String) {
-    let mut l = log.lock();
-    if l.len() == KEPT_LOG_LINES {
-        l.pop_front();
-    }
-    l.push_back(line);
+    super::external::push_bounded(log, line, KEPT_LOG_LINES);
 }
 
 async fn run_command(
